@@ -1,0 +1,123 @@
+"""The shared interface of transformation groups T_η (SPEC section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _as_vector(value, dim: int, name: str, default: float) -> Tensor:
+    if value is None:
+        return torch.full((dim,), float(default))
+    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
+    if t.numel() == 1 and dim > 1:
+        t = t.expand(dim).clone()
+    if t.numel() != dim:
+        raise ValueError(f"{name} must have {dim} entries (one per η coordinate), got {t.numel()}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+class Group(nn.Module):
+    """A family of transformations ``T_η`` with a box ``offset ± bounds`` of allowed parameters.
+
+    Subclasses set ``names`` and implement :meth:`apply_chain`. ``bounds`` and ``offset`` are
+    buffers, so ``group.to(device)`` moves them with the rest of a model.
+    """
+
+    names: tuple[str, ...]
+
+    def __init__(self, names: Sequence[str], bounds=None, offset=None, *, squash: bool = False,
+                 default_bounds: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        dim = len(self.names)
+        if bounds is None and default_bounds is not None:
+            bounds = default_bounds
+        b = _as_vector(bounds, dim, "bounds", 1.0)
+        if (b <= 0).any():
+            raise ValueError(f"bounds must be positive for every coordinate {self.names}, got {b.tolist()}")
+        self.register_buffer("bounds", b)
+        self.register_buffer("offset", _as_vector(offset, dim, "offset", 0.0))
+        self.squash = bool(squash)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    # ----------------------------------------------------------------- validation
+    def validate_eta(self, eta: Tensor, name: str = "eta") -> None:
+        if not isinstance(eta, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape (N, {self.dim}), got {type(eta).__name__}")
+        if eta.dim() != 2 or eta.shape[-1] != self.dim:
+            raise ValueError(
+                f"{name} must have shape (N, {self.dim}) for coordinates {self.names}, got {tuple(eta.shape)}")
+        if not eta.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {eta.dtype}")
+        if not torch.isfinite(eta).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+
+    def validate_images(self, x: Tensor, name: str = "x") -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape (N, C, H, W), got rank {x.dim()} shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor in [-1, 1], got dtype {x.dtype}")
+
+    def _check(self, x: Tensor, etas: Sequence[Tensor]) -> None:
+        self.validate_images(x)
+        for i, eta in enumerate(etas):
+            self.validate_eta(eta, f"etas[{i}]" if len(etas) > 1 else "eta")
+            if eta.shape[0] != x.shape[0]:
+                raise ValueError(f"eta batch size {eta.shape[0]} does not match the {x.shape[0]} images")
+
+    # ----------------------------------------------------------------- group structure
+    def identity(self, n: int, *, device=None, dtype=None) -> Tensor:
+        """The identity element η = 0, shape ``(n, dim)``."""
+        return torch.zeros(n, self.dim, device=device or self.bounds.device, dtype=dtype or self.bounds.dtype)
+
+    def inverse(self, eta: Tensor) -> Tensor:
+        """Parameters of ``T_η⁻¹``: ``-η`` (exact for the exponential map and for colour shifts)."""
+        return -eta
+
+    def sample_uniform(self, n: int, scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """η uniform on ``offset ± scale · bounds``, shape ``(n, dim)``."""
+        if n < 0:
+            raise ValueError(f"n must be non-negative, got {n}")
+        u = torch.rand(n, self.dim, generator=generator, device=self.bounds.device, dtype=self.bounds.dtype)
+        return self.offset + scale * self.bounds * (2.0 * u - 1.0)
+
+    def to_box(self, u: Tensor) -> Tensor:
+        """Map unconstrained values onto the box: ``offset + bounds · squash(u)``."""
+        return self.offset + self.bounds * (torch.tanh(u) if self.squash else u)
+
+    def from_box(self, eta: Tensor, eps: float = 1e-6) -> Tensor:
+        """Inverse of :meth:`to_box` (clamped just inside the box when squashed)."""
+        v = (eta - self.offset) / self.bounds
+        return torch.atanh(v.clamp(-1 + eps, 1 - eps)) if self.squash else v
+
+    def in_box(self, eta: Tensor, tol: float = 1e-6) -> Tensor:
+        """Boolean ``(N,)``: whether each η lies in the box."""
+        return ((eta - self.offset).abs() <= self.bounds * (1 + tol)).all(-1)
+
+    # ----------------------------------------------------------------- actions
+    def apply(self, x: Tensor, eta: Tensor) -> Tensor:
+        """``T_η(x)`` with one interpolation. ``x: (N, C, H, W)``, ``eta: (N, dim)``."""
+        return self.apply_chain(x, [eta])
+
+    def apply_chain(self, x: Tensor, etas: Sequence[Tensor]) -> Tensor:  # pragma: no cover - abstract
+        """Apply ``etas[0]`` first, then ``etas[1]``, ... as one transformation of ``x``."""
+        raise NotImplementedError
+
+    def config(self) -> dict:  # pragma: no cover - abstract
+        """Plain-data description from which :func:`sgm_pyro.groups.make_group` rebuilds the group."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        b = ", ".join(f"{n}={v:.3g}" for n, v in zip(self.names, self.bounds.tolist()))
+        return f"bounds=({b}), squash={self.squash}"
+

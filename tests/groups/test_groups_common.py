@@ -1,0 +1,91 @@
+"""Properties every group must have (parametrised over all group classes)."""
+
+import math
+
+import pytest
+import torch
+
+from sgm_pyro.groups import AffineGroup, ColorGroup, ProductGroup, make_group
+
+GROUPS = {
+    "affine": lambda: AffineGroup(),
+    "affine-squashed": lambda: AffineGroup(bounds=(0.75, 0.75, math.pi, 0.75, 0.75), squash=True),
+    "rotation": lambda: AffineGroup(bounds=(math.pi,), generators=("rot",)),
+    "color": lambda: ColorGroup(offset=(0.5, 0, 0)),
+    "product": lambda: ProductGroup(ColorGroup(offset=(0.5, 0, 0), squash=True), AffineGroup(squash=True)),
+}
+
+
+def smooth_rgb(n, size=24, channels=3):
+    r = torch.linspace(-1, 1, size)
+    base = torch.stack([torch.exp(-((r[:, None] - 0.2 * k) ** 2 + r[None, :] ** 2) * 3) for k in range(channels)])
+    return (0.1 + 0.8 * base)[None].expand(n, -1, -1, -1).double() * 2 - 1
+
+
+@pytest.fixture(params=list(GROUPS))
+def group(request):
+    return GROUPS[request.param]().double()
+
+
+def images_for(group, n):
+    return smooth_rgb(n, channels=1 if isinstance(group, AffineGroup) else 3)
+
+
+def test_shapes_and_names(group):
+    assert len(group.names) == group.dim == group.bounds.shape[0] == group.offset.shape[0]
+    x = images_for(group, 3)
+    e = group.sample_uniform(3, scale=0.3)
+    assert group.apply(x, e).shape == x.shape
+    assert group.identity(3).shape == (3, group.dim)
+
+
+def test_identity_is_exact(group):
+    x = images_for(group, 2)
+    assert torch.allclose(group.apply(x, group.identity(2)), x, atol=1e-9)
+
+
+def test_inverse_chain_is_identity(group):
+    x = images_for(group, 4)
+    e = group.sample_uniform(4, scale=0.2, generator=torch.Generator().manual_seed(0)).double()
+    e = e - group.offset  # stay near the identity so no colour clips
+    assert torch.allclose(group.apply_chain(x, [e, group.inverse(e)]), x, atol=1e-8)
+
+
+def test_sample_uniform_covers_box(group):
+    e = group.sample_uniform(4000, generator=torch.Generator().manual_seed(0))
+    assert group.in_box(e).all()
+    lo, hi = e.min(0).values, e.max(0).values
+    assert torch.allclose(lo, group.offset - group.bounds, atol=0.01 * group.bounds.max().item())
+    assert torch.allclose(hi, group.offset + group.bounds, atol=0.01 * group.bounds.max().item())
+    half = group.sample_uniform(1000, scale=0.5)
+    assert ((half - group.offset).abs() <= 0.5 * group.bounds + 1e-9).all()
+
+
+def test_to_box_round_trip(group):
+    u = torch.randn(50, group.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    e = group.to_box(u)
+    assert group.in_box(e).all() or not group.squash
+    assert torch.allclose(group.from_box(e), u, atol=1e-6)
+
+
+def test_gradients_reach_x_and_eta(group):
+    x = images_for(group, 2).clone().requires_grad_()
+    e = (group.identity(2) + 0.05).requires_grad_()
+    group.apply(x, e).square().sum().backward()
+    assert x.grad.abs().sum() > 0 and e.grad.abs().sum() > 0 and torch.isfinite(e.grad).all()
+
+
+def test_registry():
+    assert isinstance(make_group("affine", squash=True), AffineGroup)
+    assert isinstance(make_group("affine+color", affine={"squash": True}, color={"squash": True}), ProductGroup)
+    with pytest.raises(ValueError, match="unknown group"):
+        make_group("spherical")
+
+
+def test_config_round_trip(group):
+    rebuilt = make_group(**group.config()).double()
+    assert rebuilt.names == group.names and rebuilt.squash == group.squash
+    assert torch.equal(rebuilt.bounds, group.bounds) and torch.equal(rebuilt.offset, group.offset)
+    x = images_for(group, 2)
+    e = group.sample_uniform(2, scale=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rebuilt.apply(x, e), group.apply(x, e))
