@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Group
+from .expm import affine_expm, homogeneous
 
 # Generators in (x right, y down) coordinates. Counter-clockwise *as displayed* with row 0 at the
 # top maps (1, 0) towards (0, -1), hence the sign pattern of "rot".
@@ -77,8 +78,8 @@ class AffineGroup(Group):
         return self._matrix(eta)
 
     def _matrix(self, eta: Tensor) -> Tensor:
-        algebra = torch.einsum("nd,dij->nij", eta, self.generators.to(eta.dtype))
-        return torch.linalg.matrix_exp(algebra)
+        algebra = (eta @ self.generators.to(eta.dtype).flatten(1)).view(-1, 3, 3)
+        return homogeneous(affine_expm(algebra[:, :2, :2], algebra[:, :2, 2]))
 
     def chain_matrix(self, etas: Sequence[Tensor]) -> Tensor:
         """Matrix of the chain ``etas[0]`` first, then ``etas[1]``, ...: ``A(η_k) ⋯ A(η_1)``."""

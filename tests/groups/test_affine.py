@@ -169,3 +169,17 @@ def test_bad_construction(bad, match):
 def test_bad_apply_inputs(x, e, match):
     with pytest.raises(ValueError, match=match):
         AffineGroup().apply(x, e)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-5, 0.3, 1.0, 4.0])
+def test_closed_form_exponential_matches_matrix_exp(scale):
+    g = AffineGroup(shear=True)
+    e = scale * torch.randn(200, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    algebra = torch.einsum("nd,dij->nij", e, g.generators.double())
+    ref = torch.linalg.matrix_exp(algebra)
+    assert torch.allclose(g.matrix(e), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_exponential_gradient_at_identity_is_finite():
+    e = torch.zeros(2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: AffineGroup().matrix(e), (e,))

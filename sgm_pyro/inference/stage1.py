@@ -1,0 +1,134 @@
+"""Stage 1: fit the prototype inference network f_ω by the invariance loss (SPEC section 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from ..models.prototype import PrototypeInference
+from ..nn import gaussian_blur
+from .batches import make_batches
+from .invariance import InvarianceLoss
+from .progress import check_finite, progress_bar
+from .schedules import warmup_cosine
+
+
+@dataclass
+class InferenceConfig:
+    """Settings of stage 1 (reference values in SPEC 3; dSprites uses ``inv_weight=1.0``)."""
+
+    steps: int = 60_000
+    batch_size: int = 512
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    clip_norm: float = 3.0
+    sigma_lr: float = 1e-3
+    warmup_fraction: float = 0.05
+    blur_sigma: float = 3.0
+    blur_fraction: float = 0.01
+    num_draws: int = 5
+    inv_weight: float = 0.1
+    symmetric: bool = True
+    val_every: int = 500
+    val_size: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "num_draws", "val_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"InferenceConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "sigma_lr", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"InferenceConfig.{name} must be positive, got {getattr(self, name)!r}")
+
+    def loss(self) -> InvarianceLoss:
+        return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric)
+
+
+def blur_sigma_at(step: int, cfg: InferenceConfig) -> float:
+    """Blur warm-up: sigma decays linearly from ``blur_sigma`` to 0 over ``blur_fraction`` of the steps."""
+    horizon = cfg.blur_fraction * cfg.steps
+    return cfg.blur_sigma * max(0.0, 1.0 - step / horizon) if horizon > 0 else 0.0
+
+
+@torch.no_grad()
+def validation_mse(inference: PrototypeInference, images: Tensor, loss: InvarianceLoss, seed: int = 0) -> float:
+    """Invariance MSE on held-out images with fixed random views (does not disturb the training RNG)."""
+    with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return loss(inference, images)["mse"].item()
+
+
+def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, *, val_images: Tensor | None = None,
+                  device: torch.device | str = "cpu", seed: int = 0, progress: bool = True,
+                  state: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
+                  checkpoint_every: int = 0) -> dict:
+    """Train ``inference`` on ``data`` (images, ``fn(batch_size)`` or an iterator of batches).
+
+    AdamW with global-norm clipping and warm-up + cosine decay for the network; σ has its own Adam.
+    ``state`` resumes from a dictionary produced by an earlier ``on_checkpoint`` call. Returns the
+    history: ``{"step": [...], "loss": [...], "mse": [...], "inv": [...], "val_step": [...], "val_mse": [...]}``.
+    """
+    device = torch.device(device)
+    cfg = config
+    loss_fn = cfg.loss()
+    inference.to(device).train()
+    net_params = [p for n, p in inference.named_parameters() if n != "log_sigma"]
+    opt = torch.optim.AdamW(net_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sigma_opt = torch.optim.Adam([inference.log_sigma], lr=cfg.sigma_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)))
+    batches = make_batches(data, cfg.batch_size, seed=seed, image_shape=inference.image_shape)
+    history: dict[str, list] = {k: [] for k in ("step", "loss", "mse", "inv", "val_step", "val_mse")}
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sigma_opt.load_state_dict(state["sigma_optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        batches.load_state_dict(state["batches"])
+        history, start = state["history"], int(state["step"])
+        torch.set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(seed)
+    if val_images is not None:
+        val_images = val_images[: cfg.val_size].to(device)
+
+    def snapshot(step: int) -> dict:
+        return {"stage": "inference", "step": step, "config": asdict(cfg), "optimizer": opt.state_dict(),
+                "sigma_optimizer": sigma_opt.state_dict(), "scheduler": sched.state_dict(),
+                "batches": batches.state_dict(), "history": history, "rng": torch.get_rng_state()}
+
+    bar = progress_bar(cfg.steps, start, "stage 1 (invariance)", progress)
+    for step in range(start, cfg.steps):
+        x = next(batches).to(device, non_blocking=True)
+        x = gaussian_blur(x, blur_sigma_at(step, cfg))
+        terms = loss_fn(inference, x)
+        opt.zero_grad(set_to_none=True)
+        sigma_opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_norm)
+        opt.step()
+        sigma_opt.step()
+        sched.step()
+        value = terms["loss"].item()
+        check_finite(value, step, "stage 1")
+        history["step"].append(step)
+        history["loss"].append(value)
+        history["mse"].append(terms["mse"].item())
+        history["inv"].append(terms["inv"].item() if "inv" in terms else 0.0)
+        if val_images is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+            inference.eval()
+            history["val_step"].append(step + 1)
+            history["val_mse"].append(validation_mse(inference, val_images, loss_fn))
+            inference.train()
+        bar.set_postfix(loss=f"{value:.4f}", sigma=f"{inference.sigma.mean().item():.3g}")
+        bar.update()
+        if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            on_checkpoint(snapshot(step + 1))
+    bar.close()
+    inference.eval()
+    if on_checkpoint is not None:
+        on_checkpoint(snapshot(cfg.steps))
+    return history

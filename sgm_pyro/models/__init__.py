@@ -1,0 +1,8 @@
+"""Pyro programs: the prototype inference network, prior programs, the SGM and the VAE family."""
+
+from .priors import PRIORS, BoxPrior, CircularFlowPrior, DiscreteRotationPrior, FlowPrior, PriorProgram, make_prior
+from .prototype import PrototypeInference
+from .sgm import SGM
+
+__all__ = ["PRIORS", "BoxPrior", "CircularFlowPrior", "DiscreteRotationPrior", "FlowPrior", "PriorProgram",
+           "PrototypeInference", "SGM", "make_prior"]

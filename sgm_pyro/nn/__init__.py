@@ -1,0 +1,7 @@
+"""Plain torch networks used by the Pyro programs."""
+
+from .blur import gaussian_blur
+from .cnn import ChannelNorm, ConvFeatures
+from .mlp import MLP, downsample_to
+
+__all__ = ["ChannelNorm", "ConvFeatures", "MLP", "downsample_to", "gaussian_blur"]

@@ -1,0 +1,42 @@
+"""Checks of user input at the public boundary; they raise ``ValueError`` saying what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_images(x, image_shape: Sequence[int] | None = None, name: str = "x", *, tol: float = 1e-4) -> Tensor:
+    """Validate a batch of images ``(N, C, H, W)``, floating point, finite, in ``[-1, 1]``.
+
+    ``image_shape`` (``(C, H, W)``), when given, must match the trailing dimensions (a trained model
+    only accepts the image size it was built for). Returns ``x`` unchanged.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = " (add a channel dimension: x.unsqueeze(1))" if x.dim() == 3 else ""
+        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}{hint}")
+    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name} must have image shape (C, H, W) = {tuple(image_shape)} for this model, "
+                         f"got {tuple(x.shape[1:])}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 images)")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point with values in [-1, 1], got dtype {x.dtype} "
+                         "(convert uint8 images with x.float() / 127.5 - 1)")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf pixels")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1 - tol or hi > 1 + tol:
+        raise ValueError(f"{name} must have values in [-1, 1], got range [{lo:.4g}, {hi:.4g}]"
+                         + (" (looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else ""))
+    return x
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
