@@ -50,8 +50,9 @@ class TensorBatches:
 class CallableBatches:
     """Batches from ``fn(batch_size)`` or from an iterator of batches; the state is a step count."""
 
-    def __init__(self, source: Callable[[int], Tensor] | Iterable[Tensor], batch_size: int) -> None:
-        self.batch_size = batch_size
+    def __init__(self, source: Callable[[int], Tensor] | Iterable[Tensor], batch_size: int,
+                 image_shape=None) -> None:
+        self.batch_size, self.image_shape = batch_size, image_shape
         self._fn = source if callable(source) and not hasattr(source, "__next__") else None
         self._it = None if self._fn is not None else iter(source)
         self.count = 0
@@ -61,7 +62,10 @@ class CallableBatches:
 
     def __next__(self) -> Tensor:
         self.count += 1
-        return self._fn(self.batch_size) if self._fn is not None else next(self._it)
+        batch = self._fn(self.batch_size) if self._fn is not None else next(self._it)
+        if self.count == 1:  # check the first batch once: a wrong image size fails clearly, not deep in a net
+            check_images(batch, self.image_shape, "the first training batch")
+        return batch
 
     def state_dict(self) -> dict:
         return {"count": self.count}
@@ -78,6 +82,6 @@ def make_batches(data, batch_size: int, *, seed: int = 0, image_shape=None):
         check_images(data, image_shape, "images")
         return TensorBatches(data, batch_size, seed)
     if callable(data) or hasattr(data, "__iter__"):
-        return CallableBatches(data, batch_size)
+        return CallableBatches(data, batch_size, image_shape)
     raise ValueError("training data must be an image tensor (N, C, H, W), a callable batch_size -> batch, "
                      f"or an iterator of batches; got {type(data).__name__}")

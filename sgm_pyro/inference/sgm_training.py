@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -89,14 +90,20 @@ def fit_sgm(model, images, *, inference_steps: int, prior_steps: int, batch_size
                          "history": history, "seed": seed}, ckpt_path)
         return write if ckpt_path is not None else None
 
+    timing = history.setdefault("timing", {})
     if inference_steps and state2 is None:
+        t0 = time.perf_counter()
         history["inference"] = fit_inference(
             model.inference, images, inf_cfg, val_images=val_images, device=device, seed=seed, progress=progress,
             state=state1, on_checkpoint=writer("inference"), checkpoint_every=checkpoint_every)
+        timing["inference"] = timing.get("inference", 0.0) + time.perf_counter() - t0
     if prior_steps:
+        t0 = time.perf_counter()
         history["prior"] = fit_prior(
             model.prior, model.inference, images, pri_cfg, val_images=val_images, device=device, seed=seed,
-            progress=progress, state=state2, on_checkpoint=writer("prior"), checkpoint_every=checkpoint_every)
+            progress=progress, state=state2, on_checkpoint=writer("prior"), checkpoint_every=checkpoint_every,
+            param_scope=model.param_scope)
+        timing["prior"] = timing.get("prior", 0.0) + time.perf_counter() - t0
     history["config"] = {"inference": asdict(inf_cfg), "prior": asdict(pri_cfg)}
     model.history = history
     model.eval()

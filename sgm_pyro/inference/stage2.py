@@ -130,18 +130,19 @@ def make_optimizer(cfg: PriorConfig):
 
 def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *, val_images: Tensor | None = None,
               device: torch.device | str = "cpu", seed: int = 0, progress: bool = True, state: dict | None = None,
-              on_checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0) -> dict:
+              on_checkpoint: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
+              param_scope: Callable | None = None) -> dict:
     """Maximum likelihood of the prior program's parameters with ``f_ω`` frozen.
 
     SVI on :func:`prior_program` with an empty guide and :class:`PriorLikelihoodLoss`. With
     ``val_images`` the held-out log-likelihood is tracked and the best parameters are restored at the
-    end (the flow overfits, SPEC 4). Returns the history.
+    end (the flow overfits, SPEC 4). ``param_scope`` is the context manager whose parameter store
+    the fit uses (default: a throw-away private store; :meth:`SGM.param_scope` keeps free
+    ``pyro.param``s of user programs with the model). Returns the history.
     """
     device = torch.device(device)
     cfg = config
-    inference.to(device).eval()
-    for p in inference.parameters():
-        p.requires_grad_(False)
+    inference.to(device).eval()  # frozen: it is only evaluated under no_grad in reaugmented_pairs
     if isinstance(prior, nn.Module):
         prior.to(device).train()
     batches = make_batches(data, cfg.batch_size, seed=seed + 1, image_shape=inference.image_shape)
@@ -160,7 +161,7 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
         val_images = val_images[: cfg.val_size].to(device)
     loss = PriorLikelihoodLoss(cfg.num_draws, cfg.consistency)
 
-    with private_param_store():
+    with (param_scope or private_param_store)():
         svi = SVI(prior_program, empty_guide, optim, loss=loss)
 
         def snapshot(step: int) -> dict:

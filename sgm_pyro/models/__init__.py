@@ -3,6 +3,7 @@
 from .priors import PRIORS, BoxPrior, CircularFlowPrior, DiscreteRotationPrior, FlowPrior, PriorProgram, make_prior
 from .prototype import PrototypeInference
 from .sgm import SGM
+from .vae import VAE, StandardAugmentation, StdAugVAE
 
 __all__ = ["PRIORS", "BoxPrior", "CircularFlowPrior", "DiscreteRotationPrior", "FlowPrior", "PriorProgram",
-           "PrototypeInference", "SGM", "make_prior"]
+           "PrototypeInference", "SGM", "StandardAugmentation", "StdAugVAE", "VAE", "make_prior"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from torch import Tensor
 
 from ..groups import Group
 from ..validation import check_images, check_positive_int
+from .param_state import decode_param_state, encode_param_state
 from .priors import make_prior
 from .prototype import PrototypeInference
 
@@ -63,8 +65,26 @@ class SGM(PyroModule):
             raise ValueError(f"prior must be None, a registry name or a callable Pyro program, got {type(prior).__name__}")
         self.prior = prior
         self.history: dict = {}
+        # Free pyro.params of a user-written prior program live here, not in the global store, so
+        # two models in one process never share parameters by name (see param_scope).
+        self.pyro_param_state: dict = {"params": {}, "constraints": {}}
+
+    @contextmanager
+    def param_scope(self):
+        """Run Pyro code against this model's private parameter store.
+
+        Module parameters are registered afresh from the module on entry; only free ``pyro.param``s
+        (declared by a user's prior program) persist in :attr:`pyro_param_state` between scopes.
+        """
+        with pyro.get_param_store().scope(self.pyro_param_state) as state:
+            yield state
+        own = {id(p) for p in self.parameters()}
+        for name in [n for n, v in state["params"].items() if id(v) in own]:
+            del state["params"][name]
+            state["constraints"].pop(name, None)
 
     # ------------------------------------------------------------------ Pyro programs
+    @pyro_method
     def model(self, x: Tensor) -> None:
         """Generative program; ``x: (N, C, H, W)`` in ``[-1, 1]`` is observed at site ``"x"``."""
         g = self.group
@@ -75,6 +95,7 @@ class SGM(PyroModule):
             loc = self._reposed(x, pose, eta)
             pyro.sample("x", dist.Normal(loc, self.pixel_scale).to_event(3), obs=x)
 
+    @pyro_method
     def guide(self, x: Tensor) -> None:
         """Variational program: ``eta ~ q_ω(η | x)``."""
         with pyro.plate("data", x.shape[0]):
@@ -120,7 +141,8 @@ class SGM(PyroModule):
         d = self._prior_distribution(x_hat)
         if d is not None:
             return d.sample((num_samples,))
-        with pyro.plate("samples", num_samples, dim=-2), pyro.plate("data", x_hat.shape[0], dim=-1):
+        with self.param_scope(), pyro.plate("samples", num_samples, dim=-2), \
+                pyro.plate("data", x_hat.shape[0], dim=-1):
             return poutine.trace(self.prior).get_trace(x_hat).nodes["eta"]["value"]
 
     @torch.no_grad()
@@ -134,7 +156,8 @@ class SGM(PyroModule):
         if d is not None:
             return d.log_prob(eta)
         from ..inference.stage2 import eta_log_prob  # local: models must not depend on loops at import
-        return eta_log_prob(self.prior, x_hat, eta)
+        with self.param_scope():
+            return eta_log_prob(self.prior, x_hat, eta)
 
     @torch.no_grad()
     def resample(self, x: Tensor, num_samples: int = 1) -> Tensor:
@@ -168,7 +191,7 @@ class SGM(PyroModule):
         """Write the configuration and weights atomically (loadable with ``weights_only=True``)."""
         from ..inference.checkpoint import save_atomic
         save_atomic({"format": "sgm-pyro/SGM/1", "config": self.config(), "state_dict": self.state_dict(),
-                     "history": self.history}, path)
+                     "history": self.history, "pyro_params": encode_param_state(self.pyro_param_state)}, path)
 
     @classmethod
     def load(cls, path, map_location=None, *, prior: Callable | None = None) -> SGM:
@@ -186,6 +209,7 @@ class SGM(PyroModule):
                     pixel_scale=cfg["pixel_scale"])
         model.load_state_dict(ckpt["state_dict"])
         model.history = ckpt.get("history", {})
+        model.pyro_param_state = decode_param_state(ckpt.get("pyro_params", {}))
         if map_location is not None:
             model.to(map_location)
         return model.eval()

@@ -1,0 +1,13 @@
+"""Analysis: dSprites symmetry-recovery metrics, image statistics and figures."""
+
+from .circular import circular_std_deg, wrap_degrees
+from .dsprites_metrics import (SHAPE_NAMES, band_fraction, heart_metrics, invariance_metrics, middle_band,
+                               recovery_metrics, rotation_samples_deg)
+from .image_stats import STATISTICS, image_statistics, wasserstein_1d
+from .plots import (eta_densities, image_grid, iwlb_plot, marginals_comparison, prototype_grid, resample_grid,
+                    rotation_density, training_curves)
+
+__all__ = ["SHAPE_NAMES", "STATISTICS", "band_fraction", "circular_std_deg", "eta_densities", "heart_metrics",
+           "image_grid", "image_statistics", "invariance_metrics", "iwlb_plot", "marginals_comparison",
+           "middle_band", "prototype_grid", "recovery_metrics", "resample_grid", "rotation_density",
+           "rotation_samples_deg", "training_curves", "wasserstein_1d", "wrap_degrees"]
