@@ -12,7 +12,7 @@ from ..models.prototype import PrototypeInference
 from ..nn import gaussian_blur
 from .batches import make_batches
 from .invariance import InvarianceLoss
-from .progress import check_finite, progress_bar
+from .progress import NonFiniteLossError, check_finite, progress_bar
 from .schedules import warmup_cosine
 
 
@@ -32,6 +32,7 @@ class InferenceConfig:
     num_draws: int = 5
     inv_weight: float = 0.1
     symmetric: bool = True
+    augment_scale: float = 1.0
     val_every: int = 500
     val_size: int = 512
 
@@ -45,7 +46,8 @@ class InferenceConfig:
                 raise ValueError(f"InferenceConfig.{name} must be positive, got {getattr(self, name)!r}")
 
     def loss(self) -> InvarianceLoss:
-        return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric)
+        return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,
+                              augment_scale=self.augment_scale)
 
 
 def blur_sigma_at(step: int, cfg: InferenceConfig) -> float:
@@ -104,7 +106,16 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     for step in range(start, cfg.steps):
         x = next(batches).to(device, non_blocking=True)
         x = gaussian_blur(x, blur_sigma_at(step, cfg))
-        terms = loss_fn(inference, x)
+        try:
+            terms = loss_fn(inference, x)
+        except ValueError as e:  # a diverged network gives NaN poses, which the group's checks reject
+            with torch.no_grad():
+                diverged = not torch.isfinite(inference.mean_unconstrained(x)).all()
+            if diverged:
+                raise NonFiniteLossError(
+                    f"stage 1: the network's output became non-finite at step {step}; training stopped (the last "
+                    "good checkpoint is kept). Try a lower learning rate or stronger gradient clipping.") from e
+            raise
         opt.zero_grad(set_to_none=True)
         sigma_opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
