@@ -1,0 +1,1 @@
+"""End-to-end runs: the dSprites demo (the main job) and the paper's experiments."""
