@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import tomllib
@@ -66,9 +67,14 @@ def load_pool(d, *, split: str | None = None):
     return (load_mnist if kind == "mnist" else load_fashion_mnist)(root, split)
 
 
-def load_run_data(cfg, batch_size: int, device) -> RunData:
-    """Training, validation and test images of the run ``cfg`` (SPEC 7 protocols), reproducible by seeds."""
+def load_run_data(cfg, batch_size: int, device, rank: int = 0) -> RunData:
+    """Training, validation and test images of the run ``cfg`` (SPEC 7 protocols), reproducible by seeds.
+
+    ``rank``: the process's rank in data-parallel training; an infinite dSprites stream is then
+    seeded per rank (tensor data sets are sharded by the training loops instead).
+    """
     from .data import DSpritesStream, dsprites, rotate_fixed, split_indices
+    from .inference.distributed import rank_seed
 
     d = cfg.data
     if d.name == "dsprites":
@@ -77,7 +83,7 @@ def load_run_data(cfg, batch_size: int, device) -> RunData:
         val, _ = draw(d.n_val, d.split_seed + 10_000)
         test, latents = draw(d.n_test, d.split_seed + 20_000)
         if d.n_train == 0:
-            train = DSpritesStream(batch_size, laws=d.laws, seed=d.split_seed + 1, device=device)
+            train = DSpritesStream(batch_size, laws=d.laws, seed=rank_seed(d.split_seed + 1, rank), device=device)
         else:
             train, _ = draw(d.n_train, d.split_seed + 1)
             if d.rotation_degrees:
@@ -187,6 +193,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .analysis import training_curves
     from .config import RunConfig, from_dict, load_config, save_config, to_dict
     from .config import build_model as build_sgm
+    from .inference.distributed import get_rank, get_world_size, init_distributed, is_main_process
 
     overrides = _parse_set(args.set or [])
     for flag, path in (("data", "data.name"), ("seed", "seed"), ("inference_steps", "inference.steps"),
@@ -222,19 +229,26 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                  "or pick another --out")
     cfg = from_dict(RunConfig, _merge(to_dict(cfg), overrides))
     device = _device(cfg.device, None)
-    data = load_run_data(cfg, cfg.inference.batch_size, device)
-    if not args.resume:
+    if args.distributed or int(os.environ.get("WORLD_SIZE") or 1) > 1:  # torchrun with several processes
+        device = init_distributed(device)  # rank r trains on cuda:LOCAL_RANK, or on the CPU with gloo
+    main, world = is_main_process(), get_world_size()
+    data = load_run_data(cfg, cfg.inference.batch_size, device, rank=get_rank())
+    if not args.resume and main:
         save_config(cfg, out / CONFIG)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every rank builds the same initial model
     model = build_sgm(cfg, data.image_shape)
     steps = f"{cfg.inference.steps} + {cfg.prior.steps} steps of batch {cfg.inference.batch_size}"
-    print(f"sgm fit: {cfg.data.name} {data.image_shape}, {steps} on {device} -> {out}"
-          + (" (resumed)" if args.resume else ""))
+    procs = f" x {world} processes" if world > 1 else ""
+    if main:
+        print(f"sgm fit: {cfg.data.name} {data.image_shape}, {steps}{procs} on {device} -> {out}"
+              + (" (resumed)" if args.resume else ""))
     start = time.perf_counter()
     history = model.fit(data.train, inference_steps=cfg.inference.steps, prior_steps=cfg.prior.steps,
                         batch_size=cfg.inference.batch_size, val_images=data.val, device=device, seed=cfg.seed,
                         progress=not args.no_progress, inference_config=cfg.inference, prior_config=cfg.prior,
                         checkpoint_dir=out, checkpoint_every=cfg.checkpoint_every, resume=bool(args.resume))
+    if not main:  # rank 0 writes the run folder
+        return 0
     model.save(out / MODEL)
     inf, pri = history.get("inference", {}), history.get("prior", {})
 
@@ -242,6 +256,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return d[k][-1] if d.get(k) else None
     _update_metrics(out, "fit", {
         "seconds": time.perf_counter() - start, "timing": history.get("timing", {}), "device": str(device),
+        "processes": world,
         "inference": {"steps": cfg.inference.steps, "loss": last(inf, "loss"), "val_mse": last(inf, "val_mse")},
         "prior": {"steps": cfg.prior.steps, "loss": last(pri, "loss"), "val_log_prob": last(pri, "val_log_prob"),
                   "best_step": pri.get("best_step")}})
@@ -436,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--prior", default=None, help="prior program: flow, box, circular or discrete-rotation (config: model.prior)")
     fit.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                      help="set any config value, e.g. --set inference.lr=1e-3 --set group.bounds=[3.1416]; repeatable")
+    fit.add_argument("--distributed", action="store_true",
+                     help="train data-parallel in the process group started by torchrun (automatic when torchrun "
+                          "starts several processes); --batch-size is then per process. See docs/distributed.md")
     fit.set_defaults(func=_cmd_fit)
 
     ev = _add_run_reader(sub, "evaluate", "score a fitted run on held-out images; writes metrics.json and figures",
@@ -502,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .inference.distributed import close_distributed
     from .inference.progress import NonFiniteLossError
 
     parser = build_parser()
@@ -514,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"sgm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        close_distributed()  # leave a process group joined by sgm fit --distributed
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def test_demo_keeps_its_options(monkeypatch, tmp_path):
     assert seen["out"] == str(tmp_path) and seen["resume"] and not seen["progress"] and seen["device"] == "cpu"
     assert (seen["cfg"].inference_steps, seen["cfg"].prior_steps, seen["cfg"].seed) == (7, 3, 2)
     assert cli.main(["demo", "--budget", "long"]) == 0
-    assert seen["out"] == "runs/demo" and seen["cfg"].inference_steps == 6000
+    assert seen["out"] == "runs/demo" and seen["cfg"] == dsprites_demo.DemoConfig.long(seed=0)
 
 
 def test_experiment_rotated_mnist_builds_its_config(monkeypatch, tmp_path):

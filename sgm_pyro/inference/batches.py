@@ -15,12 +15,21 @@ class TensorBatches:
 
     The permutation comes from a private generator, so the order depends only on ``seed`` and the
     position, which :meth:`state_dict` records.
+
+    Data-parallel training (``world_size > 1``): every rank builds the same permutation and takes
+    rank ``rank``'s slice of each global batch of ``batch_size · world_size`` images, so the ranks
+    see disjoint images whose union is the batch a single process with that larger batch sees.
     """
 
-    def __init__(self, images: Tensor, batch_size: int, seed: int = 0) -> None:
-        if batch_size > images.shape[0]:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the dataset ({images.shape[0]} images)")
+    def __init__(self, images: Tensor, batch_size: int, seed: int = 0, *, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if batch_size * world_size > images.shape[0]:
+            total = f"batch_size ({batch_size})" + (f" x {world_size} processes" if world_size > 1 else "")
+            raise ValueError(f"{total} is larger than the dataset ({images.shape[0]} images)")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
         self._perm = self._permutation()
 
@@ -32,11 +41,13 @@ class TensorBatches:
         return self
 
     def __next__(self) -> Tensor:
-        if self.position + self.batch_size > self._perm.numel():
+        step = self.batch_size * self.world_size  # the global batch; position counts global images
+        if self.position + step > self._perm.numel():
             self.epoch, self.position = self.epoch + 1, 0
             self._perm = self._permutation()
-        idx = self._perm[self.position: self.position + self.batch_size]
-        self.position += self.batch_size
+        start = self.position + self.rank * self.batch_size
+        idx = self._perm[start: start + self.batch_size]
+        self.position += step
         return self.images[idx.to(self.images.device)]
 
     def state_dict(self) -> dict:
@@ -76,11 +87,16 @@ class CallableBatches:
             next(self)
 
 
-def make_batches(data, batch_size: int, *, seed: int = 0, image_shape=None):
-    """A resumable batch iterator over ``data``: an image tensor, ``fn(batch_size)`` or an iterator."""
+def make_batches(data, batch_size: int, *, seed: int = 0, image_shape=None, rank: int = 0, world_size: int = 1):
+    """A resumable batch iterator over ``data``: an image tensor, ``fn(batch_size)`` or an iterator.
+
+    With ``world_size > 1`` an image tensor is sharded by rank (see :class:`TensorBatches`); a
+    callable or an iterator is used as it is, so each rank must be given its own stream (a
+    callable drawing from the global RNG is, since every rank seeds it differently).
+    """
     if isinstance(data, Tensor):
         check_images(data, image_shape, "images")
-        return TensorBatches(data, batch_size, seed)
+        return TensorBatches(data, batch_size, seed, rank=rank, world_size=world_size)
     if callable(data) or hasattr(data, "__iter__"):
         return CallableBatches(data, batch_size, image_shape)
     raise ValueError("training data must be an image tensor (N, C, H, W), a callable batch_size -> batch, "

@@ -22,7 +22,9 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-__all__ = ["iwlb"]
+from .distributed import all_gather_objects, shard_range
+
+__all__ = ["iwlb", "iwlb_distributed"]
 
 _PARTICLE_PLATE = "iwlb_particles"
 
@@ -103,6 +105,35 @@ def iwlb(
     if return_log_weights:
         return bound, torch.cat(kept, dim=0)
     return bound
+
+
+def iwlb_distributed(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: Tensor,
+    *,
+    batch_size: int = 256,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """:func:`iwlb` of every datapoint of ``x``, blocks of ``batch_size`` shared out across the ranks.
+
+    ``x`` (the same on every rank) is cut into blocks of ``batch_size`` datapoints along dim 0;
+    the block starting at datapoint ``i`` is scored as ``iwlb(model, guide, x[i:i+batch_size],
+    seed=seed + i, **kwargs)``, each rank scores a contiguous share of the blocks, and the
+    ``(N,)`` bounds are gathered in order on every rank. With an int ``seed`` a block's particles
+    depend only on ``(seed, i)``, so the result is identical for every number of ranks, the
+    single-process call included (``batch_size=1`` keys particles per datapoint); it still depends
+    on ``batch_size``. ``kwargs`` go to :func:`iwlb` (``num_samples``, ``chunk_size``, ...).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    starts = list(range(0, x.shape[0], batch_size))
+    mine = [starts[b] for b in shard_range(len(starts))]
+    parts = [iwlb(model, guide, x[i: i + batch_size], seed=None if seed is None else seed + i, **kwargs).cpu()
+             for i in mine]
+    local = torch.cat(parts) if parts else x.new_zeros(0).cpu()
+    return torch.cat(all_gather_objects(local)).to(x.device)
 
 
 def _particle_seed(seed: int, k: int) -> int:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..validation import check_images, check_positive_int
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+from .distributed import is_main_process
 from .stage1 import InferenceConfig, fit_inference
 from .stage2 import PriorConfig, fit_prior
 
@@ -51,6 +52,11 @@ def fit_sgm(model, images, *, inference_steps: int, prior_steps: int, batch_size
             and at the end of each stage.
         resume: continue from ``checkpoint_dir/checkpoint.pt`` (same seed and data give the same result
             as an uninterrupted run on CPU).
+
+    Inside a ``torch.distributed`` process group of several ranks (``torchrun``, see
+    docs/distributed.md) both stages train data-parallel with ``batch_size`` images per rank; only
+    rank 0 writes the checkpoint, which holds every rank's RNG state, and every rank resumes from it
+    (``checkpoint_dir`` must be on a file system all ranks share).
     Returns the history ``{"inference": {...}, "prior": {...}}`` (also stored as ``model.history``).
     """
     check_positive_int(batch_size, "batch_size")
@@ -86,8 +92,9 @@ def fit_sgm(model, images, *, inference_steps: int, prior_steps: int, batch_size
     def writer(stage: str):
         def write(state: dict) -> None:
             history[stage] = state["history"]
-            save_atomic({"model": model.state_dict(), "model_config": model.config(), "stage": state,
-                         "history": history, "seed": seed}, ckpt_path)
+            if is_main_process():  # one writer; every rank's RNG state is already in ``state``
+                save_atomic({"model": model.state_dict(), "model_config": model.config(), "stage": state,
+                             "history": history, "seed": seed}, ckpt_path)
         return write if ckpt_path is not None else None
 
     timing = history.setdefault("timing", {})

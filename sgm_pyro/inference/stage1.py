@@ -11,6 +11,8 @@ from torch import Tensor
 from ..models.prototype import PrototypeInference
 from ..nn import gaussian_blur
 from .batches import make_batches
+from .distributed import (all_reduce_grads, broadcast_module, get_rank, get_world_size, is_distributed,
+                          is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
 from .invariance import InvarianceLoss
 from .progress import NonFiniteLossError, check_finite, progress_bar
 from .schedules import warmup_cosine
@@ -73,6 +75,10 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     AdamW with global-norm clipping and warm-up + cosine decay for the network; σ has its own Adam.
     ``state`` resumes from a dictionary produced by an earlier ``on_checkpoint`` call. Returns the
     history: ``{"step": [...], "loss": [...], "mse": [...], "inv": [...], "val_step": [...], "val_mse": [...]}``.
+
+    In a process group of several ranks (:mod:`~sgm_pyro.inference.distributed`) each rank draws
+    ``batch_size`` images of its own and its own random views, and the gradients (and logged
+    terms) are averaged across ranks before clipping; ``on_checkpoint`` gets every rank's RNG state.
     """
     device = torch.device(device)
     cfg = config
@@ -82,7 +88,9 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     opt = torch.optim.AdamW(net_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sigma_opt = torch.optim.Adam([inference.log_sigma], lr=cfg.sigma_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)))
-    batches = make_batches(data, cfg.batch_size, seed=seed, image_shape=inference.image_shape)
+    distributed = is_distributed()
+    batches = make_batches(data, cfg.batch_size, seed=seed, image_shape=inference.image_shape, rank=get_rank(),
+                           world_size=get_world_size())
     history: dict[str, list] = {k: [] for k in ("step", "loss", "mse", "inv", "val_step", "val_mse")}
     start = 0
     if state is not None:
@@ -91,18 +99,20 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
         sched.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
         history, start = state["history"], int(state["step"])
-        torch.set_rng_state(state["rng"])
+        restore_rank_rng(state, seed)
     else:
-        torch.manual_seed(seed)
+        torch.manual_seed(rank_seed(seed))  # each rank its own random views (rank 0: seed)
+    broadcast_module(inference)  # replicas start equal (a no-op in a single process)
     if val_images is not None:
         val_images = val_images[: cfg.val_size].to(device)
 
     def snapshot(step: int) -> dict:
         return {"stage": "inference", "step": step, "config": asdict(cfg), "optimizer": opt.state_dict(),
                 "sigma_optimizer": sigma_opt.state_dict(), "scheduler": sched.state_dict(),
-                "batches": batches.state_dict(), "history": history, "rng": torch.get_rng_state()}
+                "batches": batches.state_dict(), "history": history, "rng": torch.get_rng_state(),
+                **({"rank_rng": rank_rng_states()} if distributed else {})}
 
-    bar = progress_bar(cfg.steps, start, "stage 1 (invariance)", progress)
+    bar = progress_bar(cfg.steps, start, "stage 1 (invariance)", progress and is_main_process())
     for step in range(start, cfg.steps):
         x = next(batches).to(device, non_blocking=True)
         x = gaussian_blur(x, blur_sigma_at(step, cfg))
@@ -119,16 +129,19 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
         opt.zero_grad(set_to_none=True)
         sigma_opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
+        logged = [terms["loss"].detach(), terms["mse"].detach(), terms["inv"].detach() if "inv" in terms else 0.0]
+        if distributed:  # the step of the union of the ranks' batches: average before clipping
+            logged = all_reduce_grads(net_params + [inference.log_sigma], logged)
         torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_norm)
         opt.step()
         sigma_opt.step()
         sched.step()
-        value = terms["loss"].item()
+        value, mse, inv = (float(v) for v in logged)
         check_finite(value, step, "stage 1")
         history["step"].append(step)
         history["loss"].append(value)
-        history["mse"].append(terms["mse"].item())
-        history["inv"].append(terms["inv"].item() if "inv" in terms else 0.0)
+        history["mse"].append(mse)
+        history["inv"].append(inv)
         if val_images is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
             inference.eval()
             history["val_step"].append(step + 1)

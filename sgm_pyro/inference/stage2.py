@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from ..models.prototype import PrototypeInference
 from .batches import make_batches
+from .distributed import (AllReduceLossAndGrads, backward_loss_and_grads, get_rank, get_world_size, is_distributed,
+                          is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
 from .param_scope import private_param_store
 from .progress import check_finite, progress_bar
 from .schedules import warmup_cosine
@@ -139,13 +141,19 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
     end (the flow overfits, SPEC 4). ``param_scope`` is the context manager whose parameter store
     the fit uses (default: a throw-away private store; :meth:`SGM.param_scope` keeps free
     ``pyro.param``s of user programs with the model). Returns the history.
+
+    In a process group of several ranks each rank draws its own batch and re-augmentations, and
+    the gradients of the parameters in the SVI trace are averaged across ranks before Pyro's
+    clipped optimiser steps (:class:`~sgm_pyro.inference.distributed.AllReduceLossAndGrads`).
     """
     device = torch.device(device)
     cfg = config
     inference.to(device).eval()  # frozen: it is only evaluated under no_grad in reaugmented_pairs
     if isinstance(prior, nn.Module):
         prior.to(device).train()
-    batches = make_batches(data, cfg.batch_size, seed=seed + 1, image_shape=inference.image_shape)
+    distributed = is_distributed()
+    batches = make_batches(data, cfg.batch_size, seed=seed + 1, image_shape=inference.image_shape, rank=get_rank(),
+                           world_size=get_world_size())
     history: dict[str, list] = {k: [] for k in ("step", "loss", "val_step", "val_log_prob")}
     best: dict = {"value": -float("inf"), "state": None, "step": 0}
     start = 0
@@ -154,21 +162,23 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
         optim.set_state(state["optimizer"])
         batches.load_state_dict(state["batches"])
         history, start, best = state["history"], int(state["step"]), state["best"]
-        torch.set_rng_state(state["rng"])
+        restore_rank_rng(state, seed + 1)
     else:
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(rank_seed(seed + 1))  # each rank its own re-augmentations (rank 0: seed + 1)
     if val_images is not None:
         val_images = val_images[: cfg.val_size].to(device)
     loss = PriorLikelihoodLoss(cfg.num_draws, cfg.consistency)
 
     with (param_scope or private_param_store)():
-        svi = SVI(prior_program, empty_guide, optim, loss=loss)
+        reduce = {"loss_and_grads": AllReduceLossAndGrads(backward_loss_and_grads(loss))} if distributed else {}
+        svi = SVI(prior_program, empty_guide, optim, loss=loss, **reduce)
 
         def snapshot(step: int) -> dict:
             return {"stage": "prior", "step": step, "config": asdict(cfg), "optimizer": optim.get_state(),
-                    "batches": batches.state_dict(), "history": history, "best": best, "rng": torch.get_rng_state()}
+                    "batches": batches.state_dict(), "history": history, "best": best, "rng": torch.get_rng_state(),
+                    **({"rank_rng": rank_rng_states()} if distributed else {})}
 
-        bar = progress_bar(cfg.steps, start, "stage 2 (prior)", progress)
+        bar = progress_bar(cfg.steps, start, "stage 2 (prior)", progress and is_main_process())
         for step in range(start, cfg.steps):
             x = next(batches).to(device, non_blocking=True)
             x_hat, eta = reaugmented_pairs(inference, x, cfg.num_draws, cfg.augment_scale)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..validation import check_images, check_positive_int
 from .batches import TensorBatches
+from .distributed import AllReduceLossAndGrads, get_rank, get_world_size, is_distributed, is_main_process, rank_seed
 from .iwlb import iwlb
 from .param_scope import private_param_store
 from .progress import check_finite, progress_bar
@@ -62,6 +63,11 @@ def fit_vae(
     Returns:
         history: ``step``, ``loss`` (negative ELBO per image, nats), ``lr``, ``val_step``,
         ``val_elbo`` (nats per image) and ``best_step``.
+
+    In a process group of several ranks each rank draws ``batch_size`` images of its own (and its
+    own particles and augmentations), and the ELBO gradients are summed across ranks before the
+    clipped optimiser step: the ELBO sums over the data plate, so that is the gradient of the
+    union of the ranks' batches.
     """
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
@@ -81,8 +87,9 @@ def fit_vae(
     device = torch.device(device)
 
     vae.to(device).train()
-    batches = TensorBatches(images, batch_size, seed)
-    pyro.set_rng_seed(seed)
+    world = get_world_size()
+    batches = TensorBatches(images, batch_size, seed, rank=get_rank(), world_size=world)
+    pyro.set_rng_seed(rank_seed(seed))  # each rank its own particles and augmentations (rank 0: seed)
     optim = pyro.optim.LambdaLR(
         {
             "optimizer": torch.optim.AdamW,
@@ -99,13 +106,15 @@ def fit_vae(
     # of the same name (another VAE) would otherwise be optimised in place of this model's.
     with private_param_store():
         svi = SVI(vae.model, vae.guide, optim, loss=Trace_ELBO())
-        bar = progress_bar(steps, 0, "vae", progress)
+        if is_distributed():
+            svi.loss_and_grads = AllReduceLossAndGrads(svi.loss_and_grads, op="sum")
+        bar = progress_bar(steps, 0, "vae", progress and is_main_process())
         for step in range(steps):
             x = next(batches).to(device, non_blocking=True)
             if augment is not None:
                 with torch.no_grad():
                     x = augment(x)
-            loss = svi.step(x) / x.shape[0]
+            loss = svi.step(x) / (x.shape[0] * world)  # the loss is summed over the ranks' images
             check_finite(loss, step, "vae")
             history["step"].append(step)
             history["loss"].append(loss)
