@@ -27,8 +27,8 @@ class DemoConfig:
 
     seed: int = 0
     batch_size: int = 64
-    inference_steps: int = 1500
-    prior_steps: int = 600
+    inference_steps: int = 4000
+    prior_steps: int = 1500
     inference_lr: float = 3e-3
     prior_lr: float = 3e-3
     # Random views from half the box: with the full box a view composed with the data pose often
@@ -58,7 +58,7 @@ class DemoConfig:
 
     @classmethod
     def long(cls, **overrides) -> DemoConfig:
-        base = dict(inference_steps=3000, prior_steps=1200)
+        base = dict(inference_steps=12000, prior_steps=4000)
         return cls(**{**base, **overrides})
 
 
