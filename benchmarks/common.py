@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 
@@ -23,18 +24,20 @@ def sync(device: torch.device) -> None:
 
 def time_call(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, min_time: float = 1.0,
               max_reps: int = 50) -> float:
-    """Median-free simple timer: seconds per call averaged over repetitions lasting at least ``min_time``."""
+    """Median seconds per call over repetitions lasting at least ``min_time`` (robust to a busy machine)."""
     for _ in range(warmup):
         fn()
     sync(device)
-    reps, start = 0, time.perf_counter()
-    while reps < max_reps:
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_reps:
+        t0 = time.perf_counter()
         fn()
-        reps += 1
         sync(device)
+        times.append(time.perf_counter() - t0)
         if time.perf_counter() - start >= min_time:
             break
-    return (time.perf_counter() - start) / reps
+    return statistics.median(times)
 
 
 def machine(device: torch.device) -> str:
