@@ -5,7 +5,7 @@
 ``--data`` is an ``.npz`` (``images``, ``labels``; e.g. the 10k-digit file, which is sorted by label
 and is shuffled before splitting) or a directory with the four MNIST IDX files (then the official
 test split is the test set). Writes ``results.json``, ``table.md`` and ``iwlb_theta<θ>.png``. The
-defaults are the full protocol on the 10k pool (hours on a CPU); docs/results_vae.md gives the
+defaults are the full protocol on the 10k pool (hours on a CPU); docs/results.md (section 5) gives the
 scaled-down command that was run on a 2-core CPU.
 """
 
