@@ -203,3 +203,19 @@ def test_fit_accepts_a_callable_and_an_iterator():
     h = m.fit(iter([bars(4, seed=s) for s in range(4)]), inference_steps=2, prior_steps=2, batch_size=4,
               progress=False)
     assert len(h["prior"]["loss"]) == 2
+
+
+def test_log_prob_eta_matches_monte_carlo():
+    torch.manual_seed(0)
+    m = tiny_model()
+    x = bars(32)
+    m.fit(x, inference_steps=2, prior_steps=20, batch_size=16, progress=False, prior_lr=0.02)
+    proto = m.prototype(x[:3])
+    draws = m.sample_eta(proto, 20000)[..., 0]  # (S, 3)
+    lo, hi = -0.5, 0.3
+    grid = torch.linspace(lo, hi, 801)
+    for i in range(3):
+        logp = m.log_prob_eta(grid[:, None], proto[i: i + 1].expand(len(grid), -1, -1, -1))
+        exact = torch.trapezoid(logp.exp(), grid).item()
+        frac = ((draws[:, i] > lo) & (draws[:, i] < hi)).float().mean().item()
+        assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 20000) + 1e-3, (i, frac, exact)
