@@ -40,3 +40,19 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_config_fields(cfg, *, integers: tuple[str, ...] = (), positive: tuple[str, ...] = (),
+                        non_negative: tuple[str, ...] = ()) -> None:
+    """Validate a settings dataclass: positive integers, positive and non-negative numbers."""
+    kind = type(cfg).__name__
+    for name in integers:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{kind}.{name} must be a positive integer, got {v!r}")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{kind}.{name} must be positive, got {getattr(cfg, name)!r}")
+    for name in non_negative:
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"{kind}.{name} must be non-negative, got {getattr(cfg, name)!r}")

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..models.prototype import PrototypeInference
 from ..nn import gaussian_blur
+from ..validation import check_config_fields
 from .batches import make_batches
 from .distributed import (all_reduce_grads, broadcast_module, get_rank, get_world_size, is_distributed,
                           is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
@@ -39,13 +40,9 @@ class InferenceConfig:
     val_size: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "num_draws", "val_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"InferenceConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "sigma_lr", "clip_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"InferenceConfig.{name} must be positive, got {getattr(self, name)!r}")
+        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every"),
+                            positive=("lr", "sigma_lr", "clip_norm", "augment_scale"),
+                            non_negative=("inv_weight", "blur_sigma", "blur_fraction"))
 
     def loss(self) -> InvarianceLoss:
         return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,

@@ -15,6 +15,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
 from ..models.prototype import PrototypeInference
+from ..validation import check_config_fields
 from .batches import make_batches
 from .distributed import (AllReduceLossAndGrads, backward_loss_and_grads, get_rank, get_world_size, is_distributed,
                           is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
@@ -40,12 +41,8 @@ class PriorConfig:
     val_size: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "num_draws", "val_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"PriorConfig.{name} must be a positive integer, got {v!r}")
-        if not self.lr > 0 or self.consistency < 0 or not self.augment_scale > 0:
-            raise ValueError("PriorConfig needs lr > 0, consistency >= 0 and augment_scale > 0")
+        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every"),
+                            positive=("lr", "clip_norm", "augment_scale"), non_negative=("consistency",))
 
 
 @torch.no_grad()
