@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from .experiments.run_data import load_run_data
+from .experiments.run_data import load_pool, load_run_data
 
 CONFIG, CHECKPOINT, MODEL, METRICS = "config.toml", "checkpoint.pt", "model.pt", "metrics.json"
 DATA_HELP = ("data set: dsprites, mnist, fashion-mnist (IDX files in data/<name> or data.root), npz:PATH "
