@@ -27,8 +27,8 @@ class DemoConfig:
 
     seed: int = 0
     batch_size: int = 64
-    inference_steps: int = 4000
-    prior_steps: int = 1500
+    inference_steps: int = 6000
+    prior_steps: int = 2000
     inference_lr: float = 3e-3
     prior_lr: float = 3e-3
     # Random views from half the box: with the full box a view composed with the data pose often
