@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -50,7 +50,6 @@ class DemoConfig:
     n_test: int = 1536
     num_resamples: int = 4
     checkpoint_every: int = 250
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def demo(cls, **overrides) -> DemoConfig:
