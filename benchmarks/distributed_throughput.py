@@ -87,6 +87,21 @@ def launch(procs: int, argv: list[str], threads: int | None = None) -> dict:
         return json.loads(out.read_text())
 
 
+def usable_process_counts(procs: list[int], device: torch.device) -> list[int]:
+    """The counts of ``procs`` this machine can run: on CUDA one GPU per process, so at most the GPU count.
+
+    Skipped counts are named on stderr (a second process on a one-GPU machine would fail in
+    ``torch.cuda.set_device(1)``).
+    """
+    if device.type != "cuda":
+        return list(procs)
+    gpus = torch.cuda.device_count()
+    skipped = [n for n in procs if n > gpus]
+    if skipped:
+        print(f"skipping {skipped} process(es): this machine has {gpus} GPU(s), one per process", file=sys.stderr)
+    return [n for n in procs if n <= gpus]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 report([result], args)
         return
-    report([launch(n, argv, args.threads) for n in args.procs], args)
+    counts = usable_process_counts(args.procs, pick_device(args.device))
+    if not counts:
+        raise SystemExit("no process count of --procs fits this machine")
+    report([launch(n, argv, args.threads) for n in counts], args)
 
 
 def report(results: list[dict], args: argparse.Namespace) -> None:

@@ -1,13 +1,18 @@
-"""Stage-1 and stage-2 step throughput (images/s) at the reference settings, and Pyro's SVI overhead.
+"""Stage-1 and stage-2 step throughput at the reference settings: images/s, achieved GFLOP/s, % of sgemm.
 
-    python benchmarks/stage_throughput.py [--device cuda] [--batch 512] [--sizes 28 64]
+    python benchmarks/stage_throughput.py [--device cuda] [--batch 512] [--sizes 28 64] [--min-time 3]
 
 Stage 1: the reference pose MLP (2048, 1024, 512, 256) on raw pixels, 5 draws, both random views,
 invertibility term: one optimiser step per batch. Stage 2: the default FlowPrior (feature MLP
-(1024, 512, 256), 4 spline couplings), 5 draws; the same step is timed through ``pyro.infer.SVI``
-and as a hand-written torch loop on the same loss, and their ratio is the SVI overhead.
-Compare with SPEC 10: the reference JAX code does about 90 images/s (stage 1, 28x28), 19-21
-images/s (stage 1, 64x64) and 320-360 images/s (stage 2, 28x28) on the 2-core CPU.
+(1024, 512, 256), 4 spline couplings), 5 draws, the library's own step
+(``sgm_pyro.inference.stage2.svi_step`` with its global-norm clipped AdamW) and, for the
+overhead of the Pyro program, a hand-written torch step on the same loss.
+
+FLOPs are counted once per step with ``torch.utils.flop_counter.FlopCounterMode`` (matrix
+products and convolutions, forward and backward; the warps and elementwise work are not
+counted, so the GFLOP/s are a lower bound of the work done). The peak is measured in the same
+process: a 4096x4096 float32 matmul (sgemm). A figure above that peak means a timing or counting
+error: the script refuses to print it and exits with status 1.
 """
 
 from __future__ import annotations
@@ -18,18 +23,34 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, pick_device, time_call  # noqa: E402
 
 import sgm_pyro  # noqa: E402
 from sgm_pyro.inference import InvarianceLoss, PriorConfig, private_param_store  # noqa: E402
-from sgm_pyro.inference.stage2 import (PriorLikelihoodLoss, empty_guide, eta_log_prob, make_optimizer,  # noqa: E402
-                                       prior_program, reaugmented_pairs)
+from sgm_pyro.inference.distributed import backward_loss_and_grads  # noqa: E402
+from sgm_pyro.inference.stage2 import PriorLikelihoodLoss, make_optimizer, reaugmented_pairs, svi_step  # noqa: E402
+
+MNIST_BOX = (0.25, 0.25, math.pi, 0.25, 0.25)
 
 
-def stage1_rate(size: int, batch: int, device: torch.device) -> float:
-    g = sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)).to(device)
+def sgemm_gflops(device: torch.device, n: int = 4096, min_time: float = 1.0) -> float:
+    """The measured float32 matmul rate of this process, GFLOP/s (``2 n³`` FLOPs per product)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / time_call(lambda: a @ b, device, warmup=1, min_time=min_time) / 1e9
+
+
+def flops_of(step) -> int:
+    """FLOPs of one call of ``step`` (matrix products and convolutions, forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def stage1_step(size: int, batch: int, device: torch.device):
+    g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
     inf = sgm_pyro.PrototypeInference(g, (1, size, size)).to(device)
     loss = InvarianceLoss(num_draws=5, inv_weight=0.1)
     opt = torch.optim.AdamW(inf.parameters(), lr=3e-4, weight_decay=1e-4)
@@ -40,54 +61,81 @@ def stage1_rate(size: int, batch: int, device: torch.device) -> float:
         loss(inf, x)["loss"].backward()
         torch.nn.utils.clip_grad_norm_(inf.parameters(), 3.0)
         opt.step()
-    return batch / time_call(step, device, warmup=1, min_time=3.0, max_reps=5)
+    return step
 
 
-def stage2_rates(size: int, batch: int, device: torch.device) -> tuple[float, float]:
-    import pyro
-    g = sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)).to(device)
+def stage2_steps(size: int, batch: int, device: torch.device):
+    """(the library's stage-2 step, a hand-written torch step); the first must run in a param store scope."""
+    g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
     model = sgm_pyro.SGM(g, (1, size, size)).to(device)
     x = torch.rand(batch, 1, size, size, device=device) * 2 - 1
     cfg = PriorConfig(steps=1000, batch_size=batch)
     prior = model.prior.train()
-    with private_param_store():
-        svi = pyro.infer.SVI(prior_program, empty_guide, make_optimizer(cfg), loss=PriorLikelihoodLoss(5))
+    optim, loss_and_grads = make_optimizer(cfg), backward_loss_and_grads(PriorLikelihoodLoss(5))
 
-        def pyro_step():
-            x_hat, eta = reaugmented_pairs(model.inference, x, 5, 0.75)
-            svi.step(prior, x_hat, eta)
-        pyro_rate = batch / time_call(pyro_step, device, warmup=1, min_time=3.0, max_reps=10)
+    def library_step():
+        x_hat, eta = reaugmented_pairs(model.inference, x, 5, 0.75)
+        svi_step(loss_and_grads, optim, prior, x_hat, eta)
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def torch_step():
         x_hat, eta = reaugmented_pairs(model.inference, x, 5, 0.75)
         opt.zero_grad(set_to_none=True)
         (-prior.distribution(x_hat).log_prob(eta).mean()).backward()
-        for p in prior.parameters():  # the same per-parameter clipping as Pyro's clip_args
-            if p.grad is not None:
-                torch.nn.utils.clip_grad_norm_(p, cfg.clip_norm)
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.clip_norm)
         opt.step()
-    torch_rate = batch / time_call(torch_step, device, warmup=1, min_time=3.0, max_reps=10)
-    return pyro_rate, torch_rate
+    return library_step, torch_step
 
 
-def main(argv=None) -> None:
+class Table:
+    """Rows of images/s and GFLOP/s; any figure above the measured peak is refused (status 1)."""
+
+    def __init__(self, peak: float) -> None:
+        self.peak, self.refused = peak, 0
+
+    def row(self, size: int, stage: str, batch: int, seconds: float, flops: int, note: str) -> None:
+        gflops = flops / seconds / 1e9
+        if gflops > self.peak:
+            self.refused += 1
+            print(f"{size:>5} {stage:>8}  REFUSED: {gflops:.1f} GFLOP/s exceeds the measured peak "
+                  f"{self.peak:.1f} GFLOP/s (a timing or FLOP-count error)")
+            return
+        print(f"{size:>5} {stage:>8} {batch / seconds:>10.1f} {gflops:>9.1f} {100 * gflops / self.peak:>7.1f}%  {note}")
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--sizes", type=int, nargs="+", default=[28, 64])
+    p.add_argument("--min-time", type=float, default=3.0, help="seconds of repetitions per figure")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     torch.manual_seed(0)
+    peak = sgemm_gflops(device, min_time=min(args.min_time, 2.0))
     print(f"machine: {machine(device)}; batch {args.batch}, 5 draws")
-    print(f"{'size':>5} {'stage':>7} {'images/s':>10}  note")
+    print(f"sgemm (4096x4096 float32, this process): {peak:.1f} GFLOP/s")
+    print(f"{'size':>5} {'stage':>8} {'images/s':>10} {'GFLOP/s':>9} {'of sgemm':>8}  note")
+    table = Table(peak)
+
+    def timed(step) -> float:
+        return time_call(step, device, warmup=1, min_time=args.min_time, max_reps=10)
     for size in args.sizes:
-        print(f"{size:>5} {'1':>7} {stage1_rate(size, args.batch, device):>10.1f}  reference MLP (2048,1024,512,256)")
-        pyro_rate, torch_rate = stage2_rates(size, args.batch, device)
-        print(f"{size:>5} {'2':>7} {pyro_rate:>10.1f}  Pyro SVI step")
-        print(f"{size:>5} {'2-torch':>7} {torch_rate:>10.1f}  hand-written torch step; "
-              f"SVI overhead {torch_rate / pyro_rate:.3f}x")
+        step = stage1_step(size, args.batch, device)
+        table.row(size, "1", args.batch, timed(step), flops_of(step), "reference MLP (2048,1024,512,256)")
+        library_step, torch_step = stage2_steps(size, args.batch, device)
+        with private_param_store():
+            library_seconds = timed(library_step)
+            library_flops = flops_of(library_step)
+        torch_seconds = timed(torch_step)
+        table.row(size, "2", args.batch, library_seconds, library_flops, "sgm-pyro stage-2 step (Pyro program)")
+        table.row(size, "2-torch", args.batch, torch_seconds, flops_of(torch_step),
+                  f"hand-written torch step; Pyro program overhead {library_seconds / torch_seconds:.3f}x")
+    return 1 if table.refused else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

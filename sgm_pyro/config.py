@@ -9,7 +9,7 @@ A run is fully described by a :class:`RunConfig`; its sections mirror the packag
     checkpoint_every = 500
 
     [data]                     # dsprites | mnist | fashion-mnist | npz:PATH | idx:DIR
-    name = "npz:/work/shared/data/mnist10k.npz"
+    name = "npz:../shared/data/mnist10k.npz"   # sgm fit stores it absolute in the run folder
     n_train = 0                # 0: every image left after n_val + n_test (dsprites: an infinite stream)
     rotation_degrees = 90.0    # rotated-MNIST protocol: one fixed rotation U(-θ, θ) per image
 
@@ -40,8 +40,9 @@ import inspect
 import math
 import os
 import tomllib
+import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from .inference.stage1 import InferenceConfig
@@ -134,6 +135,23 @@ def parse_data_name(name: str) -> tuple[str, str]:
     return name, ""
 
 
+def absolute_data_paths(cfg: RunConfig) -> RunConfig:
+    """A copy of ``cfg`` whose data paths are absolute, resolved against the current directory.
+
+    ``npz:PATH`` and ``idx:DIR`` get an absolute path; ``mnist`` / ``fashion-mnist`` get an
+    absolute ``data.root`` (its default ``data/<name>`` included). ``sgm fit`` saves this form, so a
+    run folder's ``config.toml`` repeats the run from any working directory. Symbolic links are
+    kept as written (``os.path.abspath``, not ``resolve``).
+    """
+    kind, path = parse_data_name(cfg.data.name)
+    data = cfg.data
+    if kind in ("npz", "idx"):
+        data = replace(data, name=f"{kind}:{os.path.abspath(os.path.expanduser(path))}")
+    elif kind in ("mnist", "fashion-mnist"):
+        data = replace(data, root=os.path.abspath(os.path.expanduser(data.root or f"data/{kind}")))
+    return replace(cfg, data=data)
+
+
 def _constructor_keys(fn, skip: int) -> tuple[list[str], bool]:
     params = list(inspect.signature(fn).parameters.values())[skip:]
     return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)], \
@@ -221,6 +239,12 @@ def _type_name(tp) -> str:
 def _coerce(value, tp, where: str):
     """``value`` (from TOML) as the field type ``tp``; ValueError naming ``where`` otherwise."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # ``int | None``: TOML has no null, an absent key is None
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(options) == 1:
+            return _coerce(value, options[0], where)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -268,6 +292,8 @@ def to_dict(obj) -> dict:
     out = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
+        if v is None:  # an optional setting left unset: absent from TOML, and from_dict restores None
+            continue
         out[f.name] = to_dict(v) if is_dataclass(v) else _plain(v, f.name) if not isinstance(v, dict) else \
             {k: _plain(x, f"{f.name}.{k}") for k, x in v.items()}
     return out
@@ -347,5 +373,5 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["DataConfig", "GroupConfig", "ModelConfig", "RunConfig", "build_group", "build_model", "dumps_toml",
-           "from_dict", "load_config", "parse_data_name", "save_config", "to_dict", "validate"]
+__all__ = ["DataConfig", "GroupConfig", "ModelConfig", "RunConfig", "absolute_data_paths", "build_group", "build_model",
+           "dumps_toml", "from_dict", "load_config", "parse_data_name", "save_config", "to_dict", "validate"]

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
+
+_NONNEGATIVE_ALLOWED: ContextVar[bool] = ContextVar("sgm_pyro_nonnegative_images_allowed", default=False)
+
+
+@contextmanager
+def allow_nonnegative_images() -> Iterator[None]:
+    """Accept batches of images in ``[-1, 1]`` that have no pixel below 0, inside the ``with`` block.
+
+    :func:`check_images` refuses such batches by default because they are almost always images in
+    ``[0, 1]`` (the torchvision convention), whose background 0 is not the fill value −1 of every
+    transformation. Use this only for data that really is in ``[-1, 1]`` and never darker than mid-grey::
+
+        with sgm_pyro.validation.allow_nonnegative_images():
+            model.fit(bright_images, ...)
+    """
+    token = _NONNEGATIVE_ALLOWED.set(True)
+    try:
+        yield
+    finally:
+        _NONNEGATIVE_ALLOWED.reset(token)
 
 
 def check_images(x, image_shape: Sequence[int] | None = None, name: str = "x", *, tol: float = 1e-4) -> Tensor:
     """Validate a batch of images ``(N, C, H, W)``, floating point, finite, in ``[-1, 1]``.
 
     ``image_shape`` (``(C, H, W)``), when given, must match the trailing dimensions (a trained model
-    only accepts the image size it was built for). Returns ``x`` unchanged.
+    only accepts the image size it was built for). A batch with no pixel below 0 is refused as
+    images in ``[0, 1]`` (their background would be 0, not the fill value −1): convert them with
+    ``x * 2 - 1``, or see :func:`allow_nonnegative_images`. Returns ``x`` unchanged.
     """
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
@@ -33,6 +57,11 @@ def check_images(x, image_shape: Sequence[int] | None = None, name: str = "x", *
     if lo < -1 - tol or hi > 1 + tol:
         raise ValueError(f"{name} must have values in [-1, 1], got range [{lo:.4g}, {hi:.4g}]"
                          + (" (looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else ""))
+    if lo >= -tol and not _NONNEGATIVE_ALLOWED.get():
+        raise ValueError(f"{name} has no pixel below 0 (range [{lo:.4g}, {hi:.4g}]), like images in [0, 1]: "
+                         "convert with x * 2 - 1 (sgm-pyro expects [-1, 1] with background -1, the fill value "
+                         "of every transformation; for data that really is in [-1, 1] and never below 0, wrap "
+                         "the calls in `with sgm_pyro.validation.allow_nonnegative_images():`)")
     return x
 
 

@@ -23,7 +23,7 @@ def model():
                         prior_kwargs=dict(feature_hidden=(8,), hidden=(8,), transforms=1))
 
 
-def x(n=4, shape=SHAPE, value=0.0, dtype=torch.float32):
+def x(n=4, shape=SHAPE, value=-1.0, dtype=torch.float32):
     return torch.full((n, *shape), value, dtype=dtype)
 
 
@@ -35,10 +35,17 @@ API = [
     ("wrong rank", lambda: model().prototype(torch.zeros(4, 12, 12)), r"shape \(N, C, H, W\), got shape \(4, 12, 12\)"),
     ("wrong channels", lambda: model().infer_eta(x(shape=(3, 12, 12))), r"image shape \(C, H, W\) = \(1, 12, 12\)"),
     ("wrong image size", lambda: model().resample(x(shape=(1, 28, 28))), r"got \(1, 28, 28\)"),
-    ("integer dtype", lambda: model().prototype(x(dtype=torch.uint8)), r"floating point .* got dtype torch.uint8"),
+    ("integer dtype", lambda: model().prototype(x(value=0, dtype=torch.uint8)), r"floating point .* got dtype torch.uint8"),
     ("NaN pixels", lambda: model().prototype(x(value=float("nan"))), r"NaN or inf pixels"),
     ("inf pixels", lambda: fit(x(value=float("inf"))), r"images contains NaN or inf pixels"),
     ("pixels in [0, 255]", lambda: model().prototype(x(value=255.0)), r"values in \[-1, 1\].*x / 127.5 - 1"),
+    ("pixels in [0, 1]", lambda: model().prototype(unit_range()),
+     r"no pixel below 0 .*like images in \[0, 1\].*x \* 2 - 1"),
+    ("training images in [0, 1]", lambda: fit(unit_range()), r"images has no pixel below 0.*x \* 2 - 1"),
+    ("a stream of [0, 1] batches", lambda: fit(lambda n: unit_range(n)),
+     r"the first training batch has no pixel below 0"),
+    ("a stream of another batch size", lambda: fit(iter([x(4)] * 3), batch_size=2),
+     r"training batch 1 has 4 images but batch_size is 2"),
     ("empty data set", lambda: fit(x(n=0)), r"images is empty \(0 images\)"),
     ("batch larger than data", lambda: fit(x(n=4), batch_size=16), r"batch_size \(16\) is larger than the dataset"),
     ("batch size 0", lambda: fit(x(n=4), batch_size=0), r"batch_size must be a positive integer, got 0"),
@@ -77,7 +84,24 @@ API = [
     ("missing MNIST directory", lambda: load_mnist("/nonexistent/mnist"), r"MNIST directory '/nonexistent/mnist' does not exist"),
     ("npz without the images array", lambda: load_npz(write_empty_npz()), r"no array named 'images'"),
     ("missing model file", lambda: sgm_pyro.SGM.load("/nonexistent/model.pt"), r"no checkpoint at /nonexistent/model.pt"),
+    ("a run folder given to SGM.load", lambda: sgm_pyro.SGM.load(run_folder()), r"is a folder.*pass .*run/model.pt"),
 ]
+
+
+def unit_range(n=4):
+    """Images in [0, 1] (torchvision's convention): a lit block on a background of 0."""
+    out = torch.zeros(n, *SHAPE)
+    out[:, :, 3:8, 3:8] = torch.rand(n, 1, 5, 5)
+    return out
+
+
+def run_folder():
+    import tempfile
+    from pathlib import Path
+    run = Path(tempfile.mkdtemp()) / "run"
+    run.mkdir()
+    model().save(run / "model.pt")
+    return run
 
 
 def write_empty_npz():
@@ -146,3 +170,23 @@ def test_cli_rejects_bad_input_with_exit_2(tiny, capsys, argv, match):
     err = capsys.readouterr().err
     assert err.startswith(f"sgm {argv[0]}: error: ") and "Traceback" not in err
     assert re.search(match, err), err
+
+
+def test_nonnegative_images_are_accepted_only_inside_the_opt_out():
+    from sgm_pyro.validation import allow_nonnegative_images
+    m, images = model(), unit_range()
+    with allow_nonnegative_images():
+        assert m.prototype(images).shape == images.shape
+    with pytest.raises(ValueError, match="no pixel below 0"):  # the check is back after the block
+        m.prototype(images)
+    assert m.prototype(images * 2 - 1).shape == images.shape  # the conversion the message names
+
+
+def test_fit_on_cuda_without_cuda_gives_the_command_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device 'cuda' was asked for but CUDA is not available here"):
+        fit(x(8), device="cuda")
+    with pytest.raises(ValueError, match=r"^device 'cuda:1' was asked for but CUDA is not available here"):
+        sgm_pyro.fit_vae(sgm_pyro.VAE(SHAPE, latent_dim=2), x(8), steps=1, batch_size=2, device="cuda:1",
+                         progress=False)
+    assert sgm_pyro.resolve_device("auto") == sgm_pyro.resolve_device(None) == torch.device("cpu")

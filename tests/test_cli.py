@@ -2,7 +2,10 @@
 
 import argparse
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +16,7 @@ from test_config import tiny_config, write_tiny_data
 from sgm_pyro import cli
 from sgm_pyro.config import load_config, save_config
 
-COMMANDS = ("fit", "evaluate", "sample", "plot", "demo", "experiment")
+COMMANDS = ("fit", "evaluate", "sample", "plot", "demo", "experiment", "benchmark")
 
 
 def sgm(*args):
@@ -71,7 +74,7 @@ def test_evaluate_sample_and_plot(run, tmp_path):
     ev = json.loads((tmp_path / "metrics.json").read_text())["evaluate"]
     assert ev["n_test"] == cfg.data.n_test and ev["invariance"]["invariance_error"] >= 0
     assert isinstance(ev["heldout_log_prob_eta"], float) and isinstance(ev["log_prob_eta_at_pose"], float)
-    assert set(ev["invariance"]["per_shape_spread"]) == {"0", "1"}  # the npz labels
+    assert set(ev["invariance"]["per_class_spread"]) == {"0", "1"}  # the npz labels
     assert (tmp_path / "prototypes.png").stat().st_size > 0 and (tmp_path / "resamples.png").stat().st_size > 0
 
     assert sgm("sample", str(out), "--out", str(tmp_path), "--num-images", "3", "--num-samples", "5") == 0
@@ -128,10 +131,16 @@ def test_demo_keeps_its_options(monkeypatch, tmp_path):
     monkeypatch.setattr(dsprites_demo, "run_demo", lambda out, cfg, **kw: seen.update(out=out, cfg=cfg, **kw))
     assert cli.main(["demo", "--out", str(tmp_path), "--inference-steps", "7", "--prior-steps", "3", "--seed", "2",
                      "--device", "cpu", "--resume", "--no-progress"]) == 0
-    assert seen["out"] == str(tmp_path) and seen["resume"] and not seen["progress"] and seen["device"] == "cpu"
+    assert seen["out"] == str(tmp_path) and seen["resume"] and not seen["progress"] and str(seen["device"]) == "cpu"
     assert (seen["cfg"].inference_steps, seen["cfg"].prior_steps, seen["cfg"].seed) == (7, 3, 2)
     assert cli.main(["demo", "--budget", "long"]) == 0
     assert seen["out"] == "runs/demo" and seen["cfg"] == dsprites_demo.DemoConfig.long(seed=0)
+
+
+def test_demo_on_cuda_without_cuda_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["demo", "--device", "cuda", "--no-progress"]) == 2
+    assert "sgm demo: error: device 'cuda' was asked for but CUDA is not available here" in capsys.readouterr().err
 
 
 def test_experiment_rotated_mnist_builds_its_config(monkeypatch, tmp_path):
@@ -160,3 +169,68 @@ def test_bad_input_from_the_console_exits_2_without_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("sgm fit: error: unknown data set 'cifar10'; expected one of "
                                    "['dsprites', 'mnist', 'fashion-mnist'], 'npz:PATH' or 'idx:DIR'")
+
+
+def test_evaluate_prints_each_number_with_its_scale(run, tmp_path, capsys):
+    out, _ = run
+    assert sgm("evaluate", str(out / "model.pt"), "--out", str(tmp_path)) == 0  # a file in the folder names it
+    printed = capsys.readouterr().out
+    ev = json.loads((tmp_path / "metrics.json").read_text())["evaluate"]
+    uniform = -math.log(2 * math.pi)  # the rotation box ±π
+    assert ev["uniform_log_prob_eta"] == pytest.approx(uniform)
+    assert "0 = perfectly invariant prototypes, about 2 = as different as two unrelated images" in printed
+    assert f"{ev['invariance']['invariance_error']:.4f}" in printed
+    assert f"higher is better; a uniform density on the box scores {uniform:.3f}" in printed
+    assert set(ev["invariance"]) >= {"within_class_spread", "between_class_spread", "per_class_spread"}
+    assert not any("shape" in key for key in ev["invariance"])  # the npz's labels are classes, not shapes
+
+
+def test_run_folder_repeats_from_any_directory(tmp_path, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    write_tiny_data(tmp_path / "project" / "bars.npz")
+    save_config(tiny_config("bars.npz"), "run.toml")  # a relative data path, as a user types it
+    assert sgm("fit", "--config", "run.toml", "--out", "runs/x") == 0
+    saved = load_config("runs/x/config.toml")
+    assert saved.data.name == f"npz:{tmp_path}/project/bars.npz"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = str(tmp_path / "project" / "runs" / "x")
+    assert sgm("evaluate", run, "--out", "ev") == 0 and sgm("plot", run, "--out", "figs") == 0
+    assert sgm("fit", "--config", f"{run}/config.toml", "--out", "again") == 0
+    a, b = weights(f"{run}/model.pt"), weights("again/model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_data_names_the_option_that_fixes_it(run, tmp_path, capsys):
+    out, _ = run
+    assert sgm("evaluate", str(out), "--data", f"npz:{tmp_path}/moved.npz") == 2
+    err = capsys.readouterr().err
+    assert re.search(r"npz file '.*moved.npz' does not exist; point to the file with --data npz:PATH", err), err
+    assert sgm("evaluate", str(out), "--data", "mnist") == 2
+    assert "--data idx:DIR, or set data.root" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_leaves_it_alone(run, tmp_path, capsys):
+    out, _ = run
+    before = {name: (out / name).read_bytes() for name in ("model.pt", "checkpoint.pt", "metrics.json")}
+    mtime = (out / "model.pt").stat().st_mtime_ns
+    assert sgm("fit", "--resume", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "is already complete" in printed and "(resumed" not in printed and f"sgm evaluate {out}" in printed
+    assert (out / "model.pt").stat().st_mtime_ns == mtime
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_resume_accepts_the_config_file_of_the_run(run, tmp_path, capsys):
+    out, _ = run
+    crashed = tmp_path / "crashed"
+    shutil.copytree(out, crashed)
+    (crashed / "model.pt").unlink()  # killed after its last checkpoint
+    assert sgm("fit", "--resume", str(crashed / "config.toml")) == 0
+    assert "(resumed from its checkpoint)" in capsys.readouterr().out
+    a, b = weights(out / "model.pt"), weights(crashed / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (tmp_path / "notes.txt").write_text("")
+    assert sgm("fit", "--resume", str(tmp_path / "notes.txt")) == 2
+    assert "is a file; pass the run folder that holds it" in capsys.readouterr().err

@@ -109,3 +109,27 @@ def test_affine_plus_color_splits_bounds():
                                       "bounds": [0.25, math.pi, 0.5, 2.31, 0.51]})
     g = build_model(cfg, (3, 12, 12)).group
     assert g.dim == 5 and g.bounds.tolist() == pytest.approx([0.25, math.pi, 0.5, 2.31, 0.51])
+
+
+def test_optional_fields_are_absent_from_toml_and_come_back_as_none(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Section:
+        size: int | None = None
+
+    assert to_dict(Section()) == {} and from_dict(Section, {}) == Section()
+    assert from_dict(Section, tomllib.loads(dumps_toml(to_dict(Section(32))))) == Section(32)
+    with pytest.raises(ValueError, match="size must be int, got 'big'"):
+        from_dict(Section, {"size": "big"})
+
+
+def test_data_paths_become_absolute(tmp_path, monkeypatch):
+    from sgm_pyro.config import absolute_data_paths
+    monkeypatch.chdir(tmp_path)
+    assert absolute_data_paths(tiny_config("sub/x.npz")).data.name == f"npz:{tmp_path}/sub/x.npz"
+    assert absolute_data_paths(tiny_config("x", data={"name": "idx:../d"})).data.name == f"idx:{tmp_path.parent}/d"
+    mnist = absolute_data_paths(tiny_config("x", data={"name": "mnist"}))
+    assert mnist.data.root == f"{tmp_path}/data/mnist" and mnist.data.name == "mnist"
+    assert absolute_data_paths(tiny_config("/abs/x.npz")).data.name == "npz:/abs/x.npz"
+    assert absolute_data_paths(RunConfig()) == RunConfig()  # dsprites: nothing on disk

@@ -14,7 +14,6 @@ from test_config import tiny_config, write_tiny_data
 
 from sgm_pyro import cli
 from sgm_pyro.config import save_config
-from sgm_pyro.inference import checkpoint as checkpoint_module
 from sgm_pyro.inference.checkpoint import save_atomic
 from sgm_pyro.inference.stage1 import InferenceConfig
 
@@ -91,8 +90,13 @@ def _finished(tmp_path_factory):
 
 @pytest.fixture
 def finished_run(_finished, tmp_path):
-    """A copy of one finished tiny run (its config points at data outside the copy, which is fine)."""
+    """A copy of one tiny run killed after its last checkpoint, before model.pt was written.
+
+    (Its config points at data outside the copy, which is fine. A run that holds model.pt is
+    complete, and ``--resume`` leaves it alone without reading the checkpoint.)
+    """
     shutil.copytree(_finished, tmp_path / "run")
+    (tmp_path / "run" / "model.pt").unlink()
     return tmp_path / "run"
 
 
@@ -149,7 +153,8 @@ def test_a_failed_write_keeps_the_previous_good_checkpoint(tmp_path, monkeypatch
     def dying_save(obj, f):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
-    monkeypatch.setattr(checkpoint_module.torch, "save", dying_save)
+    # the module that implements save_atomic, wherever it lives
+    monkeypatch.setattr(sys.modules[save_atomic.__module__].torch, "save", dying_save)
     with pytest.raises(OSError, match="disk full"):
         save_atomic({"step": 2, "w": torch.zeros(3)}, path)
     assert path.read_bytes() == good

@@ -38,3 +38,19 @@ def circular_std_deg(angles_rad: Tensor, dim: int | None = None) -> Tensor:
     resultant = torch.hypot(torch.cos(angles).mean(dim), torch.sin(angles).mean(dim))
     std = (-2.0 * torch.log(resultant.clamp(_MIN_RESULTANT, 1.0))).clamp_min(0.0).sqrt()
     return std * (180.0 / math.pi)
+
+
+def kuiper_uniform(angles_rad: Tensor) -> float:
+    """Kuiper's distance ``V = max(F_n − F) + max(F − F_n)`` of a sample to the uniform law on the circle.
+
+    A Kolmogorov–Smirnov-type distance that, unlike KS, does not depend on where the circle is cut,
+    so a density that avoids one side scores the same wherever that side is. 0 for a perfectly
+    even sample, 1 for a point mass; for ``n`` uniform draws it is about ``1.75 / sqrt(n)``.
+    """
+    a = torch.remainder(angles_rad.detach().double().reshape(-1), 2 * math.pi) / (2 * math.pi)
+    n = a.numel()
+    if n == 0:
+        raise ValueError("kuiper_uniform needs at least one angle")
+    a, _ = a.sort()
+    i = torch.arange(1, n + 1, dtype=a.dtype, device=a.device)
+    return float((i / n - a).max() + (a - (i - 1) / n).max())

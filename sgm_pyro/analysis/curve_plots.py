@@ -26,6 +26,15 @@ def _series(record: Mapping, key: str, step_key: str) -> tuple[np.ndarray, np.nd
     return x, y
 
 
+# Line styles per series: stage 1's loss is mse + inv_weight·inv, so it often lies exactly on the
+# x-MSE curve; a wide solid loss under a dashed x-MSE keeps both visible.
+_STYLES = {"loss": dict(ls="-", lw=2.6, alpha=0.55), "x-MSE": dict(ls="--", lw=1.4),
+           "invertibility": dict(ls=":", lw=1.6)}
+# Markers when there are few points: a large loss disc stays visible around a smaller x-MSE square.
+_MARKERS = {"loss": ("o", 9), "x-MSE": ("s", 5), "invertibility": ("^", 5)}
+# Up to this many points a curve is drawn with large markers and each value written next to it.
+_FEW_POINTS = 5
+
 # (panel title, stage key, [(series key, step key, legend label)], y-axis label)
 _PANELS = (
     ("stage 1: training", "inference", [("loss", "step", "loss"), ("mse", "step", "x-MSE"),
@@ -37,6 +46,31 @@ _PANELS = (
 )
 
 
+def _plot_series(ax, x: np.ndarray, y: np.ndarray, label: str, *, alone: bool) -> None:
+    """One curve; a handful of points (an early validation) gets big markers, and its values
+    written next to them when the curve is ``alone`` in its panel (labels of several would collide)."""
+    few = y.size <= _FEW_POINTS
+    if alone:  # a validation curve, or stage 2's loss: a plain solid line
+        style = dict(marker="o", ms=7) if few else dict(marker="o" if y.size < 20 else None, ms=3)
+    elif few:
+        marker, size = _MARKERS.get(label, ("o", 7))
+        style = dict(marker=marker, ms=size, ls=_STYLES.get(label, {}).get("ls", "-"))
+    else:
+        style = dict(_STYLES.get(label, {}), marker="o" if y.size < 20 else None, ms=3)
+    (line,) = ax.plot(x, y, label=label, **style)
+    if not (few and alone):
+        return
+    for xi, yi in zip(x, y):
+        ax.annotate(f"{yi:.4g}", (xi, yi), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize="small", color=line.get_color())
+    note = f"one value so far (step {x[0]:g})"
+    if x.size == 1 and note not in [t.get_text() for t in ax.texts]:  # centre a lone point and say so
+        ax.set_xlim(x[0] - max(1.0, 0.5 * abs(x[0])), x[0] + max(1.0, 0.5 * abs(x[0])))
+        ax.text(0.5, 0.04, note, transform=ax.transAxes, ha="center",
+                va="bottom", fontsize="small", color="0.35")
+    ax.margins(x=0.12, y=0.25)  # room for the value labels
+
+
 def training_curves(history: Mapping, *, title: str | None = None, path=None) -> Figure:
     """Stage-1 and stage-2 training curves from ``SGM.history``.
 
@@ -45,6 +79,10 @@ def training_curves(history: Mapping, *, title: str | None = None, path=None) ->
             "prior": {"step", "loss", "val_step", "val_log_prob"}}`` (lists); any missing stage or
             key is skipped, and an empty history gives a figure saying so.
         title, path: figure title; where to save (``.png``/``.pdf``/``.svg``; ``None`` saves nothing).
+
+    The loss, x-MSE and invertibility curves of stage 1 have distinct line and marker styles (the
+    loss often equals the x-MSE); a curve of at most five points is drawn with large markers, and
+    when it is alone in its panel (the validation panels) its values are written next to them.
     """
     if not isinstance(history, Mapping):
         raise ValueError(f"history must be a dict like SGM.history, got {type(history).__name__}")
@@ -63,11 +101,12 @@ def training_curves(history: Mapping, *, title: str | None = None, path=None) ->
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (name, lines, ylabel) in zip(axes, panels):
             for label, (x, y) in lines:
-                ax.plot(x, y, label=label, marker="o" if y.size < 20 else None, ms=3)
-            # Losses span decades; a log axis shows the late progress, but only if all are positive.
+                _plot_series(ax, x, y, label, alone=len(lines) == 1)
+            # Losses span decades; a log axis shows the late progress, but only if all are positive
+            # and they do span more than a decade (a narrow log axis labels every minor tick).
             ys = np.concatenate([y for _, (_, y) in lines])
             finite = ys[np.isfinite(ys)]
-            if name.endswith("training") and finite.size and (finite > 0).all():
+            if name.endswith("training") and finite.size and (finite > 0).all() and finite.max() > 10 * finite.min():
                 ax.set_yscale("log")
             ax.set_title(name)
             ax.set_xlabel("step")

@@ -2,7 +2,8 @@
 
 Because dSprites' true latent laws are known, three claims of the paper can be measured:
 
-* the prototypes are invariant and one per shape (:func:`invariance_metrics`);
+* the prototypes are invariant and one per shape (:func:`invariance_metrics`, which works for
+  any labelled images: its keys say *class*, a dSprites shape or an MNIST digit);
 * resampled images have the true per-shape marginals of position and size (:func:`recovery_metrics`);
 * hearts, never rotated in the data, get a point-mass rotation density, and their resamples stay
   in the two vertical bands of the data (:func:`heart_metrics`).
@@ -50,34 +51,42 @@ def _batched(fn, x: Tensor, batch_size: int) -> Tensor:
 
 
 @torch.no_grad()
-def invariance_metrics(model, x: Tensor, shapes, *, scale: float = 0.5, generator: torch.Generator | None = None,
-                       batch_size: int = 512, shape_names: Sequence[str] = SHAPE_NAMES) -> dict:
-    """How invariant the prototypes are, and how tightly they cluster by shape.
+def invariance_metrics(model, x: Tensor, labels, *, scale: float = 0.5, generator: torch.Generator | None = None,
+                       batch_size: int = 512, class_names: Sequence[str] = SHAPE_NAMES,
+                       shape_names: Sequence[str] | None = None) -> dict:
+    """How invariant the prototypes are, and how tightly they cluster by class.
+
+    A class is whatever ``labels`` name: the shape for dSprites, the digit for MNIST.
 
     Args:
         model: exposes ``group`` and ``prototype(x) -> (N, C, H, W)``.
         x: ``(N, C, H, W)`` in ``[-1, 1]``, ``N >= 2`` and not all identical.
-        shapes: ``(N,)`` integer labels (dSprites: 0 square, 1 ellipse, 2 heart).
+        labels: ``(N,)`` integer class labels (dSprites: 0 square, 1 ellipse, 2 heart).
         scale: transformations ``g`` are uniform on ``offset ± scale · bounds`` of the model's box.
         generator: random generator for ``g`` (on the group's device), for reproducibility.
         batch_size: images per call to ``model.prototype``.
-        shape_names: names used as keys of ``per_shape_spread`` (labels beyond them keep their number).
+        class_names: names used as keys of ``per_class_spread`` (labels beyond them keep their
+            number; ``()`` keys every class by its label, e.g. ``"7"`` for a digit).
+        shape_names: the former name of ``class_names``, still accepted.
 
     Returns:
         ``invariance_mse``: mean over images of the per-pixel mean of ``(x̂(x) - x̂(T_g x))²``;
         ``data_variance``: per-pixel variance of ``x`` across the batch, averaged over pixels;
         ``invariance_error``: their ratio (0 for perfectly invariant prototypes; about 2 when the
         two prototypes are as different as two unrelated images);
-        ``within_shape_spread``: the mean over shapes of the mean per-pixel squared distance of a
-        shape's prototypes to that shape's mean prototype (``per_shape_spread`` lists each);
-        ``between_shape_spread``: mean per-pixel squared distance of the shape-mean prototypes to
-        their (unweighted) mean; ``spread_ratio``: within / between (``None`` with a single shape).
+        ``within_class_spread``: the mean over classes of the mean per-pixel squared distance of a
+        class's prototypes to that class's mean prototype (``per_class_spread`` lists each);
+        ``between_class_spread``: mean per-pixel squared distance of the class-mean prototypes to
+        their (unweighted) mean; ``spread_ratio``: within / between (``None`` with a single class;
+        near 0 when the prototypes form one tight cluster per class).
     """
+    if shape_names is not None:
+        class_names = shape_names
     x = check_images(x, None, "x")
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"x needs at least 2 images to define the data variance, got {n}")
-    labels = _labels(shapes, n)
+    labels = _labels(labels, n, "labels")
     if not scale >= 0:
         raise ValueError(f"scale must be non-negative, got {scale}")
     check_positive_int(batch_size, "batch_size")
@@ -107,10 +116,10 @@ def invariance_metrics(model, x: Tensor, shapes, *, scale: float = 0.5, generato
         "invariance_mse": inv_mse,
         "data_variance": data_variance,
         "scale": float(scale),
-        "within_shape_spread": within,
-        "between_shape_spread": between,
+        "within_class_spread": within,
+        "between_class_spread": between,
         "spread_ratio": within / between if between > 0 else None,
-        "per_shape_spread": {_name(s, shape_names): v for s, v in spreads.items()},
+        "per_class_spread": {_name(s, class_names): v for s, v in spreads.items()},
     }
 
 

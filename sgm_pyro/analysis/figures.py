@@ -7,10 +7,12 @@ plots work headless and from worker threads. Nothing here calls ``show``.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -67,12 +69,62 @@ def show_tiles(ax, canvas: np.ndarray) -> None:
 
 def new_figure(width: float, height: float) -> Figure:
     """A pyplot-free figure with constrained layout; sizes in inches, kept within sane limits."""
-    return Figure(figsize=(float(np.clip(width, 2.0, 30.0)), float(np.clip(height, 1.5, 40.0))),
-                  layout="constrained")
+    fig = Figure(figsize=(float(np.clip(width, 2.0, 30.0)), float(np.clip(height, 1.5, 40.0))),
+                 layout="constrained")
+    FigureCanvasAgg(fig)  # a canvas with a renderer, so that text sizes can be measured (fit_titles)
+    return fig
+
+
+def _wrap(text: str, fraction: float) -> str:
+    """``text`` re-wrapped so that its widest line shrinks to about ``fraction`` of its width."""
+    lines = text.split("\n")
+    chars = max(8, int(max(len(line) for line in lines) * fraction))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False) or line for line in lines)
+
+
+def _titles(fig: Figure) -> list:
+    """``(text, available width in pixels)`` for the suptitle and every axes title that is set."""
+    out = []
+    suptitle = getattr(fig, "_suptitle", None)  # matplotlib keeps the suptitle Text object here only
+    if suptitle is not None and suptitle.get_text():
+        out.append((suptitle, fig.bbox.width))
+    for ax in fig.axes:
+        for title in (ax.title, ax._left_title, ax._right_title):
+            if title.get_text():
+                out.append((title, max(ax.bbox.width, 1.0)))
+    return out
+
+
+def fit_titles(fig: Figure, *, margin: float = 0.96) -> Figure:
+    """Wrap (else shrink) the suptitle and axes titles wider than their space, so none is clipped.
+
+    A title may span the whole figure (suptitle) or its axes (axes title); constrained layout then
+    makes room for the extra lines. Small figures (a prototype grid of two images) get long titles.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    for _ in range(3):  # wrapping changes the layout, which changes the space: settle in a few rounds
+        fig.draw_without_rendering()
+        renderer = canvas.get_renderer()
+        changed = False
+        for text, room in _titles(fig):
+            width = text.get_window_extent(renderer).width
+            if width <= margin * room:
+                continue
+            wrapped = _wrap(text.get_text(), margin * room / width)
+            if wrapped != text.get_text():
+                text.set_text(wrapped)
+            else:  # one long word: no line break helps
+                text.set_fontsize(text.get_fontsize() * margin * room / width)
+            changed = True
+        if not changed:
+            break
+    return fig
 
 
 def finish(fig: Figure, path=None, *, dpi: int = 150) -> Figure:
-    """Save ``fig`` to ``path`` (format from the suffix; parent folders created) and return it."""
+    """Fit the titles (:func:`fit_titles`), save ``fig`` to ``path`` (format from the suffix;
+    parent folders created) and return it."""
+    fit_titles(fig)
     if path is not None:
         path = Path(path)
         if path.suffix.lower() not in SUFFIXES:

@@ -15,6 +15,7 @@ from .laws import (SHAPES, DSpritesLaws, ShapeLaw, choice, constant, mixture, pa
                    uniform_laws)
 from .npz import load_npz, split_indices
 from .rotate import rotate_fixed
+from .recovery import TASKS as RECOVERY_TASKS, RecoveryData, RecoveryTask  # the recovery benchmark
 
 DATASETS: dict[str, Callable] = {
     "dsprites": dsprites,
@@ -23,6 +24,7 @@ DATASETS: dict[str, Callable] = {
 }
 
 __all__ = [
+    "RECOVERY_TASKS", "RecoveryData", "RecoveryTask",
     "DATASETS", "SHAPES", "DSpritesLaws", "DSpritesStream", "ShapeLaw", "choice", "constant", "dsprites",
     "load_fashion_mnist", "load_mnist", "load_npz", "mixture", "paper_laws", "read_idx", "render_dsprites",
     "rotate_fixed", "sample_latents", "split_indices", "trunc_normal", "uniform", "uniform_laws", "write_idx",

@@ -1,7 +1,7 @@
 """Image arrays stored in ``.npz`` files, and seeded splits of a data set.
 
-``/work/shared/data/mnist10k.npz`` (10,000 MNIST digits) is such a file; it is **sorted by label**,
-so shuffle before splitting it: ``train, val = split_indices(len(images), (8000, 2000), seed=0)``.
+``../shared/data/mnist10k.npz`` (10,000 MNIST digits, next to the checkout) is such a file; it is
+**sorted by label**, so shuffle before splitting it: ``train, val = split_indices(len(images), (8000, 2000), seed=0)``.
 """
 
 from __future__ import annotations

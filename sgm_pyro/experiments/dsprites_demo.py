@@ -40,6 +40,8 @@ class DemoConfig:
     blur_fraction: float = 0.3
     net: str = "mlp"
     net_input_size: int = 32
+    # both stages at 32x32: a quarter of the warps, and the same pixels the pose net and the prior see
+    loss_size: int | None = 32
     net_hidden: tuple[int, ...] = (512, 256)
     prior_input_size: int = 32
     prior_feature_hidden: tuple[int, ...] = (256,)
@@ -93,6 +95,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, device: str | to
               inference_lr=cfg.inference_lr, inference_num_draws=cfg.num_draws,
               inference_inv_weight=cfg.inv_weight, inference_blur_fraction=cfg.blur_fraction,
               inference_augment_scale=cfg.augment_scale, prior_augment_scale=cfg.augment_scale,
+              inference_image_size=cfg.loss_size, prior_image_size=cfg.loss_size,
               prior_lr=cfg.prior_lr, prior_num_draws=cfg.num_draws)
     fit_seconds = time.perf_counter() - start
     model.save(out / "model.pt")
@@ -100,10 +103,10 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, device: str | to
                               num_resamples=cfg.num_resamples, seed=cfg.seed)
     timing = model.history.get("timing", {})
     metrics["seconds"] = {"fit": fit_seconds, **timing}
+    # steps and seconds both count every process of a resumed run (the checkpoints carry them)
     metrics["images_per_second"] = {
-        "stage1": cfg.inference_steps * cfg.batch_size / timing["inference"] if timing.get("inference") else None,
-        "stage2": cfg.prior_steps * cfg.batch_size / timing["prior"] if timing.get("prior") else None,
-    }
+        name: timing.get(f"{stage}_steps", 0) * cfg.batch_size / timing[stage] if timing.get(stage) else None
+        for name, stage in (("stage1", "inference"), ("stage2", "prior"))}
     metrics["device"] = str(device)
     metrics["config"] = asdict(cfg)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -25,7 +25,8 @@ def dsprites_report(model, test: Tensor, latents: dict[str, Tensor], out: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shapes = latents["shape"].cpu()
-    gen = torch.Generator(device=test.device).manual_seed(seed)
+    test = test.to(model.device)  # the model's device: the metrics' random views are drawn there
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     torch.manual_seed(seed)
     model.eval()
     inv = invariance_metrics(model, test, shapes, scale=0.5, generator=gen)
@@ -59,8 +60,8 @@ def _report(m: dict, title: str) -> str:
              "## 1. Invariance of the prototypes", "",
              f"- relative invariance error ‖x̂(x) − x̂(T_g x)‖² / Var(x), g in 0.5 x box: "
              f"**{inv['invariance_error']:.4f}**",
-             f"- prototype spread within shapes {inv['within_shape_spread']:.4f}, between shapes "
-             f"{inv['between_shape_spread']:.4f}", "",
+             f"- prototype spread within shapes {inv['within_class_spread']:.4f}, between shapes "
+             f"{inv['between_class_spread']:.4f}", "",
              "## 2. Recovery of position and size (1-D Wasserstein, fraction of each statistic's range; goal ≤ 0.05)", "",
              "| shape | com_x | com_y | area |", "| --- | --- | --- | --- |"]
     for shape in SHAPE_NAMES:

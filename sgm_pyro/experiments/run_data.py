@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# What to pass when a run's data is not where its config says (fit, evaluate, sample and plot take --data).
+MISSING_DATA_HINT = {
+    "npz": "point to the file with --data npz:PATH (or data.name in the config)",
+    "idx": "point to the folder of IDX files with --data idx:DIR (or data.name in the config)",
+    "root": "point to the folder of IDX files with --data idx:DIR, or set data.root in the config "
+            "(sgm fit --set data.root=DIR); the default is data/<name> under the current directory",
+}
+
+
 @dataclass
 class RunData:
     """Images of a run: ``train`` is a tensor or an infinite stream; the others are tensors or None."""
@@ -27,17 +36,20 @@ def load_pool(d, *, split: str | None = None):
     split = split or d.split
     if kind == "npz":
         if not Path(path).is_file():
-            raise FileNotFoundError(f"npz file {path!r} does not exist")
+            raise FileNotFoundError(f"npz file {path!r} does not exist; {MISSING_DATA_HINT['npz']}")
         labels_key = d.labels_key or None
         if labels_key == "labels":  # the default key is optional: an .npz of images alone is fine
             import numpy as np
             with np.load(path, allow_pickle=False) as f:
                 labels_key = labels_key if labels_key in f.files else None
         return load_npz(path, d.images_key, labels_key)
-    if kind == "idx":
-        return load_mnist(path, split)
-    root = d.root or f"data/{kind}"
-    return (load_mnist if kind == "mnist" else load_fashion_mnist)(root, split)
+    load, where = (load_mnist, path) if kind == "idx" else \
+        (load_mnist if kind == "mnist" else load_fashion_mnist, d.root or f"data/{kind}")
+    try:
+        return load(where, split)
+    except FileNotFoundError as e:  # name the option that points at the data
+        hint = MISSING_DATA_HINT["idx" if kind == "idx" else "root"]
+        raise FileNotFoundError(f"{e} To use data elsewhere, {hint}.") from e
 
 
 def load_run_data(cfg, batch_size: int, device, rank: int = 0) -> RunData:

@@ -1,7 +1,7 @@
 """Transformation groups T_η: affine (Lie-algebra coordinates), HSV colour, and their product."""
 
 from .affine import AFFINE_NAMES, AffineGroup
-from .base import Group
+from .base import Group, value_checks
 from .color import COLOR_NAMES, ColorGroup, hsv_to_rgb, rgb_to_hsv
 from .product import ProductGroup
 
@@ -23,4 +23,4 @@ def make_group(name: str, **kwargs) -> Group:
 
 
 __all__ = ["AFFINE_NAMES", "COLOR_NAMES", "AffineGroup", "ColorGroup", "Group", "GROUPS", "ProductGroup",
-           "hsv_to_rgb", "make_group", "rgb_to_hsv"]
+           "hsv_to_rgb", "make_group", "rgb_to_hsv", "value_checks"]

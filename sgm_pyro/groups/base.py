@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+# Whether validate_eta also reads the values (NaN / inf). Reading them is a host sync, a blocking
+# wait on a GPU, so the training loops switch it off after their first, checked, step.
+_VALUE_CHECKS = True
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turn the value part (NaN / inf) of :meth:`Group.validate_eta` on or off inside the block.
+
+    Shape and dtype checks stay on: they read only host metadata and cost no device sync.
+    """
+    global _VALUE_CHECKS
+    before, _VALUE_CHECKS = _VALUE_CHECKS, bool(enabled)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS = before
 
 
 def _as_vector(value, dim: int, name: str, default: float) -> Tensor:
@@ -57,7 +76,7 @@ class Group(nn.Module):
                 f"{name} must have shape (N, {self.dim}) for coordinates {self.names}, got {tuple(eta.shape)}")
         if not eta.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype {eta.dtype}")
-        if not torch.isfinite(eta).all():
+        if _VALUE_CHECKS and not torch.isfinite(eta).all():
             raise ValueError(f"{name} contains NaN or inf values")
 
     def validate_images(self, x: Tensor, name: str = "x") -> None:

@@ -21,6 +21,19 @@ from torch import Tensor
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
 _U = (_NODES + 1) / 2  # nodes on [0, 1]
 _W = _WEIGHTS / 2
+# Nodes and weights as tensors, one pair per (dtype, device): building them from numpy in every
+# call is a blocking host-to-device copy on a GPU, twice per matrix.
+_QUADRATURE: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _quadrature(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Gauss-Legendre nodes and weights on ``[0, 1]``, each ``(16,)``, cached per dtype and device."""
+    key = (dtype, device)
+    if key not in _QUADRATURE:
+        with torch.inference_mode(False):  # a cached inference tensor could not enter a later autograd graph
+            _QUADRATURE[key] = (torch.tensor(_U, dtype=dtype, device=device),
+                                 torch.tensor(_W, dtype=dtype, device=device))
+    return _QUADRATURE[key]
 
 
 def _cosh_sinhc(delta: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,8 +59,7 @@ def affine_expm(m: Tensor, t: Tensor) -> Tensor:
     es = s.exp()
     e00, e01 = es * (cc + ss * h), es * ss * b
     e10, e11 = es * ss * c, es * (cc - ss * h)
-    u = torch.as_tensor(_U, dtype=m.dtype, device=m.device)
-    w = torch.as_tensor(_W, dtype=m.dtype, device=m.device)
+    u, w = _quadrature(m.dtype, m.device)
     cu, su = _cosh_sinhc(delta[:, None] * u * u)
     ew = torch.exp(s[:, None] * u) * w
     p = (ew * cu).sum(-1)

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 __all__ = ["AllReduceLossAndGrads", "all_gather_objects", "all_reduce_grads", "backward_loss_and_grads",
            "broadcast_module", "close_distributed", "get_rank", "get_world_size", "init_distributed", "is_distributed",
-           "is_main_process", "rank_rng_states", "rank_seed", "restore_rank_rng", "shard_range"]
+           "is_main_process", "rank_rng_states", "rank_seed", "restore_rank_rng", "rng_snapshot", "rng_state",
+           "set_rng_state", "shard_range"]
 
 LAUNCH_HINT = ("launch one process per device with torchrun, e.g. "
                "'torchrun --nproc-per-node 2 -m sgm_pyro.cli fit --distributed ...' (one machine) or add "
@@ -50,13 +51,34 @@ def init_distributed(device: torch.device | str | None = None, *, backend: str |
         raise ValueError("this PyTorch build has no torch.distributed support")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = rank_cuda_device(device)
         torch.cuda.set_device(device)  # nccl and the object collectives use the current device
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"),
                                 timeout=timedelta(seconds=timeout_s))
     return device
+
+
+def rank_cuda_device(device: torch.device) -> torch.device:
+    """The GPU of this process: ``cuda:LOCAL_RANK``, checked against the GPUs this process sees.
+
+    ``"cuda"`` and ``"cuda:LOCAL_RANK"`` are accepted. Any other index under a launch of several
+    processes per node would put several ranks on one GPU (``--device cuda:0`` under torchrun
+    used to put every rank on GPU 0), so it is refused, as is a rank without a GPU of its own.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    if device.index is not None and device.index != local_rank and local_world > 1:
+        raise ValueError(f"device {str(device)!r} was asked for by rank {local_rank} of {local_world} processes on "
+                         "this machine: every rank would train on that one GPU. Pass device 'cuda' (each rank then "
+                         "takes cuda:LOCAL_RANK)")
+    index = local_rank if device.index is None else device.index
+    visible = torch.cuda.device_count()
+    if index >= visible:
+        raise ValueError(f"rank {local_rank} of this machine needs GPU cuda:{index}, but this process sees "
+                         f"{visible} GPU(s): start at most {visible} process(es) per machine "
+                         "(torchrun --nproc-per-node), or train on the CPU")
+    return torch.device("cuda", index)
 
 
 def close_distributed() -> None:
@@ -126,21 +148,23 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
 
 @torch.no_grad()
 def all_reduce_grads(params: Sequence[Tensor], values: Sequence[Tensor | float] = (), *,
-                     op: str = "mean") -> list[float]:
+                     op: str = "mean", as_tensor: bool = False) -> list[float] | Tensor:
     """Average (or sum) the ``.grad`` of ``params`` over the ranks, in place, with one all-reduce.
 
     ``params`` must be listed in the same order on every rank. A parameter with no gradient on
     any rank keeps ``grad = None`` (as in a single process, so optimisers still skip it); one with
     a gradient on some ranks only counts zeros for the others. ``values`` (loss terms) are reduced
-    in the same call and returned as floats: every rank then logs, and NaN-checks, the same number.
+    in the same call and returned as floats (``as_tensor=True``: as one ``(len(values),)`` tensor on
+    the gradients' device, read by nobody yet): every rank then logs, and NaN-checks, the same number.
     """
     if op not in ("mean", "sum"):
         raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")
     ref = next((t for t in (*params, *values) if isinstance(t, Tensor)), torch.zeros(()))  # nccl needs its device
     device, dtype = ref.device, (ref.dtype if ref.is_floating_point() else torch.get_default_dtype())
     has = torch.tensor([p.grad is not None for p in params], device=device, dtype=dtype)
-    logged = [float(v.detach()) if isinstance(v, Tensor) else float(v) for v in values]
-    parts = [has, torch.tensor(logged, device=device, dtype=dtype)]
+    logged = [v.detach().reshape(1).to(device, dtype) if isinstance(v, Tensor)
+              else torch.full((1,), float(v), device=device, dtype=dtype) for v in values]
+    parts = [has, *logged]
     parts += [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p in params]
     flat = torch.cat(parts)
     if is_distributed():
@@ -157,7 +181,8 @@ def all_reduce_grads(params: Sequence[Tensor], values: Sequence[Tensor | float] 
             else:
                 p.grad.copy_(grad)
         offset += n
-    return flat[len(params): len(params) + len(values)].tolist()
+    reduced = flat[len(params): len(params) + len(values)]
+    return reduced.clone() if as_tensor else reduced.tolist()
 
 
 class AllReduceLossAndGrads:
@@ -208,27 +233,66 @@ def backward_loss_and_grads(loss: Callable[..., Tensor]) -> Callable[..., Tensor
     return loss_and_grads
 
 
-def rank_rng_states() -> list[Tensor]:
-    """Every rank's CPU RNG state, gathered on every rank (for a checkpoint written by rank 0)."""
-    return all_gather_objects(torch.get_rng_state())
+def rng_state(device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """This process's RNG states as CPU tensors: ``{"cpu": ...}``, plus ``"cuda"`` for a CUDA ``device``.
+
+    The CUDA generator state is the one of ``device`` (the GPU this rank trains on). Both are
+    ``ByteTensor``s on the CPU, so a checkpoint holding them loads on any machine.
+    """
+    state = {"cpu": torch.get_rng_state()}
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device)).cpu()
+    return state
 
 
-def restore_rank_rng(state: dict, seed: int) -> None:
-    """Restore this rank's RNG from a checkpoint ``state`` written by a run of the same world size.
+def set_rng_state(state: dict[str, Tensor] | Tensor, device: torch.device | str | None = None) -> bool:
+    """Restore what :func:`rng_state` returned (or a bare CPU state of older checkpoints).
+
+    Returns whether a CUDA state was restored for a CUDA ``device`` (``False`` also when the
+    state was saved on a machine without one).
+    """
+    if isinstance(state, Tensor):
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"].cpu())  # set_rng_state takes a CPU ByteTensor only
+    if device is not None and torch.device(device).type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
+        return True
+    return False
+
+
+def rng_snapshot(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The RNG part of a training checkpoint: ``{"rng": this rank's states[, "rank_rng": every rank's]}``."""
+    mine = rng_state(device)
+    return {"rng": mine, **({"rank_rng": all_gather_objects(mine)} if is_distributed() else {})}
+
+
+def rank_rng_states(device: torch.device | str | None = None) -> list[dict[str, Tensor]]:
+    """Every rank's :func:`rng_state`, gathered on every rank (for a checkpoint written by rank 0)."""
+    return all_gather_objects(rng_state(device))
+
+
+def restore_rank_rng(state: dict, seed: int, device: torch.device | str | None = None) -> None:
+    """Restore this rank's RNG (CPU, and CUDA on a CUDA ``device``) from a checkpoint ``state``.
 
     Checkpoints of a distributed run hold ``rank_rng`` (one state per rank) next to ``rng``
     (rank 0's, also used by single-process resumes). When the world size changed, each rank is
-    reseeded from ``(seed, step, rank)``: the run continues soundly but not bit-identically.
+    reseeded from ``(seed, step, rank)``: the run continues soundly but not bit-identically. A
+    checkpoint without a CUDA state (written on the CPU) resumed on a GPU seeds the CUDA
+    generator the same way, so ranks never share CUDA draws.
     """
-    states: Iterable[Tensor] | None = state.get("rank_rng")
+    states: Iterable | None = state.get("rank_rng")
     rank, world = get_rank(), get_world_size()
+    fresh = rank_seed((seed * 1_000_003 + int(state["step"])) & 0xFFFFFFFF, rank)
     if world == 1 and states is None:
-        torch.set_rng_state(state["rng"])
+        restored = set_rng_state(state["rng"], device)
     elif states is not None and len(states) == world:
-        torch.set_rng_state(list(states)[rank])
+        restored = set_rng_state(list(states)[rank], device)
     else:
         if is_main_process():
             warnings.warn(f"the checkpoint was written by {len(states) if states else 1} process(es) and is resumed "
                           f"by {world}: each rank's RNG is reseeded, so the run will not repeat an uninterrupted one "
                           "exactly", stacklevel=2)
-        torch.manual_seed(rank_seed((seed * 1_000_003 + int(state["step"])) & 0xFFFFFFFF, rank))
+        torch.manual_seed(fresh)
+        return
+    if device is not None and torch.device(device).type == "cuda" and not restored:
+        torch.cuda.manual_seed(fresh)

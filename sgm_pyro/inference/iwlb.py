@@ -22,7 +22,10 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
+from ..models.trainers import register
 from .distributed import all_gather_objects, shard_range
+from .hot_path import trusted_inputs
+from .particle_rng import ParticleStreams, UnsupportedDraw
 
 __all__ = ["iwlb", "iwlb_distributed"]
 
@@ -36,6 +39,7 @@ class _Layout(NamedTuple):
     data_dim: int  # negative batch dim of the data plate
 
 
+@register("iwlb")
 def iwlb(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -64,9 +68,11 @@ def iwlb(
         seed: ``None`` draws particles from the global torch RNG (reproducible with
             ``pyro.set_rng_seed`` for a fixed ``chunk_size``). An int makes particle ``k`` a
             function of ``(seed, k)`` only: the result is then identical for every ``chunk_size``
-            and the particles of a run with ``K`` are the first ``K`` of any longer run. The
-            guide is then sampled one particle at a time (the model and the log-densities stay
-            vectorised), and the global RNG state is left untouched.
+            and the particles of a run with ``K`` are the first ``K`` of any longer run. All
+            particles of a chunk are still drawn in one vectorised guide pass, each from its own
+            generator (:class:`~sgm_pyro.inference.particle_rng.ParticleStreams`; a guide whose
+            random kernels cannot be split by particle is sampled one particle at a time), and
+            the global RNG state is left untouched.
         return_log_weights: also return the ``(K, N)`` log importance weights.
         grad: keep the autograd graph (default: evaluate under ``torch.no_grad``); memory then
             grows with ``K``, since every chunk's graph is kept.
@@ -76,7 +82,9 @@ def iwlb(
 
     The pair is first traced once without particles (as Pyro's ELBOs guess
     ``max_plate_nesting``) to find the data plate's dim and check the sites; the particle plate
-    then sits just left of the deepest user plate.
+    then sits just left of the deepest user plate. That first trace runs with Pyro's validation
+    as the caller set it; the chunks run without value checks, so a chunk waits on the device only
+    where the bound needs a value.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
@@ -91,15 +99,16 @@ def iwlb(
         layout = _inspect(model, guide, args, kwargs, data_plate)
         running: Tensor | None = None
         kept: list[Tensor] = []
-        for start in range(0, num_samples, chunk):
-            size = min(chunk, num_samples - start)
-            log_w = _chunk_log_weights(
-                model, guide, args, kwargs, layout, data_plate, start, size, seed
-            )  # (size, N)
-            chunk_lse = torch.logsumexp(log_w, dim=0)
-            running = chunk_lse if running is None else torch.logaddexp(running, chunk_lse)
-            if return_log_weights:
-                kept.append(log_w)
+        with trusted_inputs():  # the first trace checked the programs; the chunks skip value checks
+            for start in range(0, num_samples, chunk):
+                size = min(chunk, num_samples - start)
+                log_w = _chunk_log_weights(
+                    model, guide, args, kwargs, layout, data_plate, start, size, seed
+                )  # (size, N)
+                chunk_lse = torch.logsumexp(log_w, dim=0)
+                running = chunk_lse if running is None else torch.logaddexp(running, chunk_lse)
+                if return_log_weights:
+                    kept.append(log_w)
     assert running is not None
     bound = running - math.log(num_samples)
     if return_log_weights:
@@ -224,11 +233,15 @@ def _chunk_log_weights(
         if seed is None:
             guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
         else:
-            values = _seeded_guide_values(guide, args, kwargs, particle_dim, start, size, seed)
-            # Replaying the guide on the stitched values recomputes q vectorised over the chunk.
-            guide_trace = poutine.trace(poutine.replay(particles(guide), trace=values)).get_trace(
-                *args, **kwargs
-            )
+            try:  # one pass, particle k drawing from its own generator seeded by (seed, k)
+                with ParticleStreams([_particle_seed(seed, k) for k in range(start, start + size)]):
+                    guide_trace = poutine.trace(particles(guide)).get_trace(*args, **kwargs)
+            except UnsupportedDraw:
+                values = _seeded_guide_values(guide, args, kwargs, particle_dim, start, size, seed)
+                # Replaying the guide on the stitched values recomputes q vectorised over the chunk.
+                guide_trace = poutine.trace(poutine.replay(particles(guide), trace=values)).get_trace(
+                    *args, **kwargs
+                )
         model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(
             *args, **kwargs
         )
@@ -254,7 +267,7 @@ def _seeded_guide_values(
     size: int,
     seed: int,
 ) -> Trace:
-    """Sample the guide one particle at a time, particle ``k`` seeded by ``(seed, k)``.
+    """Sample the guide one particle at a time, particle ``k`` seeded by ``(seed, k)`` (the fallback path).
 
     Returns a trace holding, for each latent guide site, the particles stacked along the
     particle plate's dim, ready for ``poutine.replay``.

@@ -13,9 +13,11 @@ from ..nn import gaussian_blur
 from ..validation import check_config_fields
 from .batches import make_batches
 from .distributed import (all_reduce_grads, broadcast_module, get_rank, get_world_size, is_distributed,
-                          is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
+                          is_main_process, rank_seed, restore_rank_rng, rng_snapshot)
+from .hot_path import checks_on_first_step
 from .invariance import InvarianceLoss
-from .progress import NonFiniteLossError, check_finite, progress_bar
+from .progress import progress_bar
+from .step_log import StepLog
 from .schedules import warmup_cosine
 
 
@@ -36,17 +38,19 @@ class InferenceConfig:
     inv_weight: float = 0.1
     symmetric: bool = True
     augment_scale: float = 1.0
+    image_size: int | None = None
     val_every: int = 500
     val_size: int = 512
+    log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
 
     def __post_init__(self) -> None:
-        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every"),
+        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
                             positive=("lr", "sigma_lr", "clip_norm", "augment_scale"),
                             non_negative=("inv_weight", "blur_sigma", "blur_fraction"))
 
     def loss(self) -> InvarianceLoss:
         return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,
-                              augment_scale=self.augment_scale)
+                              augment_scale=self.augment_scale, image_size=self.image_size)
 
 
 def blur_sigma_at(step: int, cfg: InferenceConfig) -> float:
@@ -87,7 +91,7 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)))
     distributed = is_distributed()
     batches = make_batches(data, cfg.batch_size, seed=seed, image_shape=inference.image_shape, rank=get_rank(),
-                           world_size=get_world_size())
+                           world_size=get_world_size(), device=device)
     history: dict[str, list] = {k: [] for k in ("step", "loss", "mse", "inv", "val_step", "val_mse")}
     start = 0
     if state is not None:
@@ -96,59 +100,55 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
         sched.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
         history, start = state["history"], int(state["step"])
-        restore_rank_rng(state, seed)
+        restore_rank_rng(state, seed, device)
     else:
         torch.manual_seed(rank_seed(seed))  # each rank its own random views (rank 0: seed)
     broadcast_module(inference)  # replicas start equal (a no-op in a single process)
     if val_images is not None:
         val_images = val_images[: cfg.val_size].to(device)
+    # Loss terms stay on the device and are read every log_every steps (one host sync each time).
+    log = StepLog(history, ("loss", "mse", "inv"), "stage 1", cfg.log_every, display=("sigma",))
+    zero = torch.zeros((), device=device)
 
     def snapshot(step: int) -> dict:
+        log.flush()  # a checkpoint holds the whole history, and never a step past a NaN loss
         return {"stage": "inference", "step": step, "config": asdict(cfg), "optimizer": opt.state_dict(),
                 "sigma_optimizer": sigma_opt.state_dict(), "scheduler": sched.state_dict(),
-                "batches": batches.state_dict(), "history": history, "rng": torch.get_rng_state(),
-                **({"rank_rng": rank_rng_states()} if distributed else {})}
+                "batches": batches.state_dict(), "history": history, **rng_snapshot(device)}
 
     bar = progress_bar(cfg.steps, start, "stage 1 (invariance)", progress and is_main_process())
-    for step in range(start, cfg.steps):
-        x = next(batches).to(device, non_blocking=True)
-        x = gaussian_blur(x, blur_sigma_at(step, cfg))
-        try:
+    with checks_on_first_step() as step_done:
+        for step in range(start, cfg.steps):
+            x = next(batches).to(device, non_blocking=True)
+            x = gaussian_blur(x, blur_sigma_at(step, cfg))
             terms = loss_fn(inference, x)
-        except ValueError as e:  # a diverged network gives NaN poses, which the group's checks reject
-            with torch.no_grad():
-                diverged = not torch.isfinite(inference.mean_unconstrained(x)).all()
-            if diverged:
-                raise NonFiniteLossError(
-                    f"stage 1: the network's output became non-finite at step {step}; training stopped (the last "
-                    "good checkpoint is kept). Try a lower learning rate or stronger gradient clipping.") from e
-            raise
-        opt.zero_grad(set_to_none=True)
-        sigma_opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        logged = [terms["loss"].detach(), terms["mse"].detach(), terms["inv"].detach() if "inv" in terms else 0.0]
-        if distributed:  # the step of the union of the ranks' batches: average before clipping
-            logged = all_reduce_grads(net_params + [inference.log_sigma], logged)
-        torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_norm)
-        opt.step()
-        sigma_opt.step()
-        sched.step()
-        value, mse, inv = (float(v) for v in logged)
-        check_finite(value, step, "stage 1")
-        history["step"].append(step)
-        history["loss"].append(value)
-        history["mse"].append(mse)
-        history["inv"].append(inv)
-        if val_images is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-            inference.eval()
-            history["val_step"].append(step + 1)
-            history["val_mse"].append(validation_mse(inference, val_images, loss_fn))
-            inference.train()
-        bar.set_postfix(loss=f"{value:.4f}", sigma=f"{inference.sigma.mean().item():.3g}")
-        bar.update()
-        if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            on_checkpoint(snapshot(step + 1))
+            opt.zero_grad(set_to_none=True)
+            sigma_opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            logged = torch.stack([terms["loss"], terms["mse"], terms.get("inv", zero)]).detach()
+            if distributed:  # the step of the union of the ranks' batches: average before clipping
+                logged = all_reduce_grads(net_params + [inference.log_sigma], list(logged), as_tensor=True)
+            torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_norm)
+            opt.step()
+            sigma_opt.step()
+            sched.step()
+            log.append(step, torch.cat([logged, inference.sigma.detach().mean().reshape(1)]))
+            step_done()
+            validate = val_images is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps)
+            if log.due(step) or validate or step + 1 == cfg.steps:
+                last = log.flush()
+                if progress:
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", sigma=f"{last['sigma']:.3g}")
+            if validate:
+                inference.eval()
+                history["val_step"].append(step + 1)
+                history["val_mse"].append(validation_mse(inference, val_images, loss_fn))
+                inference.train()
+            bar.update()
+            if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                on_checkpoint(snapshot(step + 1))
     bar.close()
+    log.flush()
     inference.eval()
     if on_checkpoint is not None:
         on_checkpoint(snapshot(cfg.steps))

@@ -6,22 +6,23 @@ import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
-from pyro.nn import PyroModule
-from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
+from ..models.priors.conditioned import eta_log_prob, prior_program
 from ..models.prototype import PrototypeInference
+from ..nn import downsample_to
 from ..validation import check_config_fields
 from .batches import make_batches
+from .clipped_adamw import ClippedAdamW
 from .distributed import (AllReduceLossAndGrads, backward_loss_and_grads, get_rank, get_world_size, is_distributed,
-                          is_main_process, rank_rng_states, rank_seed, restore_rank_rng)
+                          is_main_process, rank_seed, restore_rank_rng, rng_snapshot)
+from .hot_path import checks_on_first_step
 from .param_scope import private_param_store
-from .progress import check_finite, progress_bar
+from .progress import progress_bar
 from .schedules import warmup_cosine
+from .step_log import StepLog
 
 
 @dataclass
@@ -39,57 +40,46 @@ class PriorConfig:
     consistency: float = 0.0
     val_every: int = 250
     val_size: int = 1024
+    log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
+    reaugment_pose: str = "mode"  # pose of the random view in x̂': "mode" f(x_rnd) (SPEC 4) or "sample" of q
+    # pool images to image_size x image_size before re-augmenting (None: full size); for 64x64 data whose
+    # pose network and prior features see 32x32 anyway, this spends a quarter of the warps on the same pixels
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
-        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every"),
+        check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
                             positive=("lr", "clip_norm", "augment_scale"), non_negative=("consistency",))
+        if self.reaugment_pose not in REAUGMENT_POSES:
+            raise ValueError(f"PriorConfig.reaugment_pose must be one of {REAUGMENT_POSES}, got {self.reaugment_pose!r}")
+
+
+REAUGMENT_POSES = ("mode", "sample")
 
 
 @torch.no_grad()
-def reaugmented_pairs(inference: PrototypeInference, x: Tensor, num_draws: int, scale: float) -> tuple[Tensor, Tensor]:
+def reaugmented_pairs(inference: PrototypeInference, x: Tensor, num_draws: int, scale: float,
+                      pose: str = "mode") -> tuple[Tensor, Tensor]:
     """Training pairs ``(x̂', η_x)`` of SPEC 4, ``num_draws`` per image stacked along the batch.
 
-    ``η_x ~ q_ω(· | x)``; ``x̂'`` is ``x`` warped once by the chain ``η_rnd, f(T_{η_rnd} x)⁻¹`` with
-    ``η_rnd`` uniform on ``offset ± scale · bounds``: a prototype re-derived from a random view,
-    which makes the density robust to an imperfectly invariant ``f_ω``.
+    ``η_x ~ q_ω(· | x)``; ``x̂'`` is ``x`` warped once by the chain ``η_rnd, f(x_rnd)⁻¹`` with
+    ``η_rnd`` uniform on ``offset ± scale · bounds`` and ``x_rnd = T_{η_rnd}(x)``: a prototype
+    re-derived from a random view, which makes the density robust to an imperfectly invariant
+    ``f_ω``. ``pose="mode"`` uses the pose ``f(x_rnd)`` as SPEC 4 does; ``"sample"`` a draw of
+    ``q_ω(· | x_rnd)`` instead (the earlier behaviour; docs/results.md compares the two).
     """
+    if pose not in REAUGMENT_POSES:
+        raise ValueError(f"pose must be one of {REAUGMENT_POSES}, got {pose!r}")
     g = inference.group
     xs = x.repeat(num_draws, 1, 1, 1)
     eta_x = inference.rsample(xs)
     r = g.sample_uniform(xs.shape[0], scale=scale).to(x.dtype)
-    eta_rnd = inference.rsample(g.apply(xs, r))
+    x_rnd = g.apply(xs, r)
+    eta_rnd = inference.mode(x_rnd) if pose == "mode" else inference.rsample(x_rnd)
     return g.apply_chain(xs, [r, g.inverse(eta_rnd)]), eta_x
-
-
-def prior_program(prior: Callable, x_hat: Tensor, eta: Tensor) -> None:
-    """The prior program conditioned on observed poses: ``eta ~ p(η | x̂)`` inside the data plate."""
-    if isinstance(prior, nn.Module) and not isinstance(prior, PyroModule):
-        pyro.module("prior", prior)  # plain nn.Modules register their parameters explicitly
-    with pyro.plate("data", x_hat.shape[0]):
-        poutine.condition(prior, data={"eta": eta})(x_hat)
 
 
 def empty_guide(*args, **kwargs) -> None:
     """Maximum likelihood: nothing latent to infer."""
-
-
-def eta_log_prob(prior: Callable, x_hat: Tensor, eta: Tensor) -> Tensor:
-    """``log p(η | x̂)`` per example, ``(N,)``, by tracing the conditioned prior program."""
-    trace = poutine.trace(prior_program).get_trace(prior, x_hat, eta)
-    latent = [n for n, s in trace.nodes.items()
-              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
-    if latent:
-        raise ValueError(f"the prior program has latent sample sites {latent} besides 'eta'; stage 2 fits by "
-                         "maximum likelihood, so a prior must give the density of 'eta' directly "
-                         "(marginalise discrete choices inside its distribution)")
-    if "eta" not in trace.nodes:
-        raise ValueError("the prior program never samples the site 'eta'")
-    site = trace.nodes["eta"]
-    lp = site["fn"].log_prob(site["value"])
-    if lp.shape != (x_hat.shape[0],):
-        raise ValueError(f"the prior's 'eta' site must have batch shape ({x_hat.shape[0]},) and event shape "
-                         f"(dim,); its log_prob has shape {tuple(lp.shape)}")
-    return lp
 
 
 class PriorLikelihoodLoss:
@@ -114,17 +104,31 @@ def validation_log_prob(prior, inference: PrototypeInference, images: Tensor, cf
     """Mean held-out ``log p(η_x | x̂')`` with fixed random draws (the training RNG is untouched)."""
     with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        x_hat, eta = reaugmented_pairs(inference, images, 1, cfg.augment_scale)
+        x_hat, eta = reaugmented_pairs(inference, downsample_to(images, cfg.image_size), 1, cfg.augment_scale,
+                                       cfg.reaugment_pose)
         return eta_log_prob(prior, x_hat, eta).mean().item()
 
 
-def make_optimizer(cfg: PriorConfig):
-    """Clipped AdamW with linear warm-up and cosine decay, as a Pyro optimiser."""
-    return pyro.optim.LambdaLR({
-        "optimizer": torch.optim.AdamW,
-        "optim_args": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        "lr_lambda": warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)),
-    }, clip_args={"clip_norm": cfg.clip_norm})
+def make_optimizer(cfg: PriorConfig) -> ClippedAdamW:
+    """AdamW clipped by the global gradient norm, with linear warm-up and cosine decay."""
+    return ClippedAdamW(cfg.lr, cfg.weight_decay, cfg.clip_norm,
+                        warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)))
+
+
+def svi_step(loss_and_grads: Callable[..., Tensor], optim: ClippedAdamW, *args) -> Tensor:
+    """One SVI step of :func:`prior_program` with the empty guide, as ``pyro.infer.SVI.step`` takes it.
+
+    The parameters the step touches are found by a param-only trace, ``loss_and_grads`` computes
+    the loss and its gradients, ``optim`` steps them; the loss comes back as a device tensor, so
+    unlike ``SVI.step`` (which returns a float) nothing waits on the device here.
+    """
+    with poutine.trace(param_only=True) as capture:
+        loss = loss_and_grads(prior_program, empty_guide, *args)
+    params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
+    optim.step(params)
+    for p in params.values():
+        p.grad = None
+    return loss.detach()
 
 
 def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *, val_images: Tensor | None = None,
@@ -140,26 +144,37 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
     ``pyro.param``s of user programs with the model). Returns the history.
 
     In a process group of several ranks each rank draws its own batch and re-augmentations, and
-    the gradients of the parameters in the SVI trace are averaged across ranks before Pyro's
+    the gradients of the parameters in the SVI trace are averaged across ranks before the
     clipped optimiser steps (:class:`~sgm_pyro.inference.distributed.AllReduceLossAndGrads`).
+
+    Each step is :func:`svi_step` with :class:`~sgm_pyro.inference.clipped_adamw.ClippedAdamW`
+    (one AdamW over every parameter, clipped by the global norm ``clip_norm``). The loss is read
+    from the device every ``log_every`` steps (a NaN loss is caught then, naming its step).
     """
     device = torch.device(device)
     cfg = config
     inference.to(device).eval()  # frozen: it is only evaluated under no_grad in reaugmented_pairs
+    if cfg.image_size is not None:
+        sizes = {"the pose network": inference.input_size,
+                 "the prior's features": getattr(getattr(prior, "features", None), "input_size", cfg.image_size)}
+        for who, size in sizes.items():
+            if size != cfg.image_size:
+                raise ValueError(f"PriorConfig.image_size={cfg.image_size} pools the images, so {who} must be built "
+                                 f"with input_size={cfg.image_size} (it has {size})")
     if isinstance(prior, nn.Module):
         prior.to(device).train()
     distributed = is_distributed()
     batches = make_batches(data, cfg.batch_size, seed=seed + 1, image_shape=inference.image_shape, rank=get_rank(),
-                           world_size=get_world_size())
+                           world_size=get_world_size(), device=device)
     history: dict[str, list] = {k: [] for k in ("step", "loss", "val_step", "val_log_prob")}
     best: dict = {"value": -float("inf"), "state": None, "step": 0}
     start = 0
     optim = make_optimizer(cfg)
     if state is not None:
-        optim.set_state(state["optimizer"])
+        optim.load_state_dict(state["optimizer"])
         batches.load_state_dict(state["batches"])
         history, start, best = state["history"], int(state["step"]), state["best"]
-        restore_rank_rng(state, seed + 1)
+        restore_rank_rng(state, seed + 1, device)
     else:
         torch.manual_seed(rank_seed(seed + 1))  # each rank its own re-augmentations (rank 0: seed + 1)
     if val_images is not None:
@@ -167,37 +182,41 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
     loss = PriorLikelihoodLoss(cfg.num_draws, cfg.consistency)
 
     with (param_scope or private_param_store)():
-        reduce = {"loss_and_grads": AllReduceLossAndGrads(backward_loss_and_grads(loss))} if distributed else {}
-        svi = SVI(prior_program, empty_guide, optim, loss=loss, **reduce)
+        inner = backward_loss_and_grads(loss)
+        loss_and_grads = AllReduceLossAndGrads(inner) if distributed else inner
+        log = StepLog(history, ("loss",), "stage 2", cfg.log_every)
 
         def snapshot(step: int) -> dict:
-            return {"stage": "prior", "step": step, "config": asdict(cfg), "optimizer": optim.get_state(),
-                    "batches": batches.state_dict(), "history": history, "best": best, "rng": torch.get_rng_state(),
-                    **({"rank_rng": rank_rng_states()} if distributed else {})}
+            log.flush()  # a checkpoint holds the whole history, and never a step past a NaN loss
+            return {"stage": "prior", "step": step, "config": asdict(cfg), "optimizer": optim.state_dict(),
+                    "batches": batches.state_dict(), "history": history, "best": best, **rng_snapshot(device)}
 
         bar = progress_bar(cfg.steps, start, "stage 2 (prior)", progress and is_main_process())
-        for step in range(start, cfg.steps):
-            x = next(batches).to(device, non_blocking=True)
-            x_hat, eta = reaugmented_pairs(inference, x, cfg.num_draws, cfg.augment_scale)
-            value = svi.step(prior, x_hat, eta)
-            optim.step()  # advance the learning-rate schedules
-            check_finite(value, step, "stage 2")
-            history["step"].append(step)
-            history["loss"].append(value)
-            if val_images is not None and isinstance(prior, nn.Module) and \
-                    ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                prior.eval()
-                v = validation_log_prob(prior, inference, val_images, cfg)
-                prior.train()
-                history["val_step"].append(step + 1)
-                history["val_log_prob"].append(v)
-                if v > best["value"]:
-                    best = {"value": v, "state": copy.deepcopy(prior.state_dict()), "step": step + 1}
-            bar.set_postfix(nll=f"{value:.3f}")
-            bar.update()
-            if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-                on_checkpoint(snapshot(step + 1))
+        with checks_on_first_step() as step_done:
+            for step in range(start, cfg.steps):
+                x = downsample_to(next(batches).to(device, non_blocking=True), cfg.image_size)
+                x_hat, eta = reaugmented_pairs(inference, x, cfg.num_draws, cfg.augment_scale, cfg.reaugment_pose)
+                log.append(step, svi_step(loss_and_grads, optim, prior, x_hat, eta).reshape(1))
+                step_done()
+                validate = val_images is not None and isinstance(prior, nn.Module) and \
+                    ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps)
+                if log.due(step) or validate or step + 1 == cfg.steps:
+                    last = log.flush()
+                    if progress:
+                        bar.set_postfix(nll=f"{last['loss']:.3f}")
+                if validate:
+                    prior.eval()
+                    v = validation_log_prob(prior, inference, val_images, cfg)
+                    prior.train()
+                    history["val_step"].append(step + 1)
+                    history["val_log_prob"].append(v)
+                    if v > best["value"]:
+                        best = {"value": v, "state": copy.deepcopy(prior.state_dict()), "step": step + 1}
+                bar.update()
+                if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                    on_checkpoint(snapshot(step + 1))
         bar.close()
+        log.flush()
         if isinstance(prior, nn.Module):
             if best["state"] is not None:
                 prior.load_state_dict(best["state"])

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..validation import check_images
 from .sgm import SGM
-from .vae import VAE
+from .vae import VAE, check_program_input
 
 __all__ = ["AugVAE", "SGMAugmentation"]
 
@@ -40,12 +39,19 @@ class SGMAugmentation:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        check_images(x, self.sgm.image_shape)
+        check_program_input(x, self.sgm.image_shape)
         self.sgm.eval()  # cheap, and guards against a caller that switched it back to train mode
-        # The SGM may live on another device than the batch (e.g. a CPU-fitted SGM): move both ways.
-        out = self.sgm.resample(x.to(self.sgm.device), 1)[0]
+        # AugVAE.to(device) moves the SGM with the VAE; a bare SGMAugmentation may still be elsewhere.
+        device, dtype = x.device, x.dtype
+        x = x.to(self.sgm.device)
+        # SPEC 5 from the SGM's public pieces rather than sgm.resample, whose input check reads the
+        # batch back to the host: this runs every training step, on inputs fit_vae checked once.
+        g = self.sgm.group
+        eta = self.sgm.inference.rsample(x)
+        new = self.sgm.sample_eta(g.apply(x, g.inverse(eta)), 1)[0]
+        out = g.apply_chain(x, [g.inverse(eta), new])  # x warped once by η⁻¹ then η'
         # One bilinear warp stays in range; a bicubic one can overshoot slightly.
-        return out.clamp_(-1.0, 1.0).to(device=x.device, dtype=x.dtype)
+        return out.clamp_(-1.0, 1.0).to(device=device, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"SGMAugmentation(group={type(self.sgm.group).__name__}, image_shape={self.sgm.image_shape})"
@@ -84,3 +90,9 @@ class AugVAE(VAE):
     def sgm(self) -> SGM:
         """The frozen SGM behind :attr:`augment`."""
         return self.augment.sgm
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) (and so fit_vae's vae.to(device)) must move the unregistered SGM with the VAE,
+        # or every training step would resample on the SGM's device and copy the batch both ways.
+        self.sgm._apply(fn)
+        return super()._apply(fn, recurse)

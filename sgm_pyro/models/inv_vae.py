@@ -31,7 +31,9 @@ from torch.distributions import Distribution
 
 from ..validation import check_images, check_positive_int
 from .sgm import SGM
-from .vae import VAE
+from .trainers import loop
+from .trusted import trusted_inputs
+from .vae import VAE, check_program_input
 
 __all__ = ["InvVAE"]
 
@@ -146,18 +148,20 @@ class InvVAE(PyroModule):
     @pyro_method
     def model(self, x: Tensor) -> None:
         """``z, η`` latent, ``x: (N, C, H, W)`` observed at site ``"x"`` with the VAE's per-pixel σ."""
-        check_images(x, self.image_shape)
+        check_program_input(x, self.image_shape)
         vae = self.vae
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", vae.prior())
             x_hat = vae.decoder(z)
             eta = pyro.sample("eta", self._eta_prior(x_hat))
-            pyro.sample("x", dist.Normal(self._warp(x_hat, eta), vae.sigma).to_event(3), obs=x)
+            mean = self._warp(x_hat, eta)
+            # A calibrated σ is fitted to the residuals of x itself, after the warp (vae.pixel_scale).
+            pyro.sample("x", dist.Normal(mean, vae.pixel_scale(mean, x)).to_event(3), obs=x)
 
     @pyro_method
     def guide(self, x: Tensor) -> None:
         """``η ~ q_ω(η | x)`` (frozen), then ``z ~ q_φ(z | T_η⁻¹(x))``."""
-        check_images(x, self.image_shape)
+        check_program_input(x, self.image_shape)
         with pyro.plate("data", x.shape[0]):
             eta = pyro.sample("eta", self._eta_guide(x))
             pyro.sample("z", self.vae.posterior(self._warp(x, self.sgm.group.inverse(eta))))
@@ -166,20 +170,16 @@ class InvVAE(PyroModule):
     def log_likelihood(self, x: Tensor, num_samples: int = 1000, *, chunk_size: int | None = None,
                        seed: int | None = None) -> Tensor:
         """Honest IWLB on ``log p(x)`` per image, ``(N,)`` nats; ``K = num_samples`` draws of ``(η, z)``."""
-        from ..inference.iwlb import iwlb  # a program does not import inference at load
-
         check_images(x, self.image_shape)
         x = x.to(self.sgm.device)
-        with pyro.get_param_store().scope():
-            return iwlb(self.model, self.guide, x, num_samples=num_samples, chunk_size=chunk_size, seed=seed)
+        with pyro.get_param_store().scope(), trusted_inputs():
+            return loop("iwlb")(self.model, self.guide, x, num_samples=num_samples, chunk_size=chunk_size, seed=seed)
 
     def elbo(self, x: Tensor, num_samples: int = 1, *, seed: int | None = None) -> Tensor:
         """Monte Carlo ELBO per image, ``(N,)``: the mean of ``num_samples`` honest log weights."""
-        from ..inference.iwlb import iwlb
-
         check_images(x, self.image_shape)
-        with pyro.get_param_store().scope():
-            _, log_w = iwlb(self.model, self.guide, x.to(self.sgm.device), num_samples=num_samples,
+        with pyro.get_param_store().scope(), trusted_inputs():
+            _, log_w = loop("iwlb")(self.model, self.guide, x.to(self.sgm.device), num_samples=num_samples,
                             seed=seed, return_log_weights=True)
         return log_w.mean(0)
 
@@ -220,18 +220,18 @@ class InvVAE(PyroModule):
         x_hat = self._warp(x, self.sgm.group.inverse(eta))
         return self._warp(self.vae.decoder(self.vae.encoder(x_hat)[0]), eta)
 
-    def fit(self, images: Tensor, *, steps: int, prototype_steps: int = 0, **kwargs: Any) -> dict:
+    def fit(self, images: Tensor, *, prototype_steps: int = 0, **kwargs: Any) -> dict:
         """Train the VAE part by SVI on :meth:`model`/:meth:`guide` (the SGM stays frozen).
 
         ``prototype_steps > 0`` first warm-starts the plain VAE on the prototypes ``T_{f(x)}⁻¹(x)``
-        (cheaper steps, no warp in the likelihood). ``kwargs`` go to
+        (cheaper steps, no warp in the likelihood). ``kwargs`` (the budget ``steps`` or ``max_epochs``
+        among them) go to
         :func:`~sgm_pyro.inference.vae_training.fit_vae` (``batch_size``, ``lr``, ``val_images``, ...),
         whose validation ELBO is the honest one. Returns the history of the InvVAE stage.
         """
-        from ..inference.vae_training import fit_vae
-
         if prototype_steps:
             protos = torch.cat([self.sgm.prototype(images[i: i + 1024]).cpu() for i in range(0, len(images), 1024)])
-            warm = {k: v for k, v in kwargs.items() if k not in ("val_images", "val_every")}
-            fit_vae(self.vae, protos.clamp(-1, 1), steps=prototype_steps, **warm)
-        return fit_vae(self, images, steps=steps, **kwargs)
+            warm = {k: v for k, v in kwargs.items()
+                    if k not in ("val_images", "val_every", "steps", "max_epochs", "patience", "val_metric")}
+            loop("vae")(self.vae, protos.clamp(-1, 1), steps=prototype_steps, **warm)
+        return loop("vae")(self, images, **kwargs)

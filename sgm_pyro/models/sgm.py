@@ -13,11 +13,14 @@ from pyro import poutine
 from pyro.nn import PyroModule, pyro_method
 from torch import Tensor
 
-from ..groups import Group
+from ..checkpoint import CheckpointError, load_checkpoint, save_atomic
+from ..groups import Group, make_group
 from ..validation import check_images, check_positive_int
-from .param_state import decode_param_state, encode_param_state
+from .param_state import ParamsOnDevice, constrained_params, decode_param_state, encode_param_state, move_params
 from .priors import make_prior
+from .priors.conditioned import eta_log_prob
 from .prototype import PrototypeInference
+from .trainers import loop
 
 
 class SGM(PyroModule):
@@ -75,13 +78,31 @@ class SGM(PyroModule):
 
         Module parameters are registered afresh from the module on entry; only free ``pyro.param``s
         (declared by a user's prior program) persist in :attr:`pyro_param_state` between scopes.
+        Inside the scope ``pyro.param("name")`` reads the fitted value, and a new ``pyro.param``'s
+        initial value is created on the model's device (a program's ``torch.ones(1)`` is a CPU tensor).
         """
-        with pyro.get_param_store().scope(self.pyro_param_state) as state:
+        with pyro.get_param_store().scope(self.pyro_param_state) as state, ParamsOnDevice(self.device):
             yield state
         own = {id(p) for p in self.parameters()}
         for name in [n for n, v in state["params"].items() if id(v) in own]:
             del state["params"][name]
             state["constraints"].pop(name, None)
+
+    def prior_params(self) -> dict[str, Tensor]:
+        """The fitted free ``pyro.param``s of a user's prior program, constrained: ``{name: tensor}``.
+
+        ``pyro_param_state`` holds what Pyro optimises, the *unconstrained* values (a log for a
+        ``constraints.positive`` scale); this returns the values the program sees, detached copies
+        on the model's device. Parameters of ``PyroModule`` priors are ``model.prior``'s ordinary
+        ``named_parameters()``. Empty for the shipped priors.
+        """
+        return constrained_params(self.pyro_param_state)
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .cuda(), .double() ...: the free pyro.params are not module tensors, so move them here.
+        out = super()._apply(fn, recurse)
+        move_params(self.pyro_param_state, fn)
+        return out
 
     # ------------------------------------------------------------------ Pyro programs
     @pyro_method
@@ -155,7 +176,6 @@ class SGM(PyroModule):
         d = self._prior_distribution(x_hat)
         if d is not None:
             return d.log_prob(eta)
-        from ..inference.stage2 import eta_log_prob  # local: models must not depend on loops at import
         with self.param_scope():
             return eta_log_prob(self.prior, x_hat, eta)
 
@@ -178,8 +198,7 @@ class SGM(PyroModule):
             val_images: Tensor | None = None, device: str | torch.device = "cpu", seed: int = 0,
             progress: bool = True, **kwargs) -> dict:
         """Fit both stages; see :func:`sgm_pyro.inference.fit_sgm` for every option."""
-        from ..inference.sgm_training import fit_sgm  # the program never imports its loop at import time
-        return fit_sgm(self, images, inference_steps=inference_steps, prior_steps=prior_steps,
+        return loop("sgm")(self, images, inference_steps=inference_steps, prior_steps=prior_steps,
                        batch_size=batch_size, val_images=val_images, device=device, seed=seed,
                        progress=progress, **kwargs)
 
@@ -188,17 +207,17 @@ class SGM(PyroModule):
         return dict(self._config)
 
     def save(self, path) -> None:
-        """Write the configuration and weights atomically (loadable with ``weights_only=True``)."""
-        from ..inference.checkpoint import save_atomic
+        """Write the configuration and weights atomically as CPU tensors (loadable with ``weights_only=True``)."""
         save_atomic({"format": "sgm-pyro/SGM/1", "config": self.config(), "state_dict": self.state_dict(),
                      "history": self.history, "pyro_params": encode_param_state(self.pyro_param_state)}, path)
 
     @classmethod
     def load(cls, path, map_location=None, *, prior: Callable | None = None) -> SGM:
-        """Rebuild a saved model. A model with a user-supplied prior program needs ``prior=``."""
-        from ..groups import make_group
-        from ..inference.checkpoint import CheckpointError, load_checkpoint
-        ckpt = load_checkpoint(path, map_location)
+        """Rebuild a saved model, on the CPU or on ``map_location``. A user-supplied prior program needs ``prior=``.
+
+        Models are saved as CPU tensors (:meth:`save`), so a model fitted on a GPU loads anywhere.
+        """
+        ckpt = load_checkpoint(path)  # CPU first; moved below with the free pyro.params
         if ckpt.get("format") != "sgm-pyro/SGM/1":
             raise CheckpointError(f"{path} is not an SGM checkpoint (format {ckpt.get('format')!r})")
         cfg = ckpt["config"]

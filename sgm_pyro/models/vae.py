@@ -3,10 +3,23 @@
     z ~ N(m, diag(s²))                 learnable Gaussian prior, latent size 20
     x ~ N(decoder(z), diag(σ²))        continuous Gaussian likelihood on [-1, 1] pixels
 
-with one learned σ per pixel (initialised at 1, floored at 0.01). Because this is a *density* on
-continuous pixels and σ can shrink to 0.01 on the always-black background, log-likelihoods are
-large and positive (about +1100 to +1300 nats on 28x28 MNIST) and are not comparable with
-binarized-MNIST numbers.
+with one σ per pixel, floored at 0.01. Because this is a *density* on continuous pixels and σ can
+shrink to 0.01 on the always-black background, log-likelihoods are large and positive (about +1100
+to +1300 nats on 28x28 MNIST) and are not comparable with binarized-MNIST numbers.
+
+Two parametrisations of σ, picked by name (``VAE(..., sigma="reference")``):
+
+* ``"reference"`` (the paper's code): ``σ = 0.01 + softplus(raw)``, ``raw`` a parameter
+  initialised so that ``σ = 1``. Adam moves ``raw`` by about the learning rate per step, so σ
+  needs thousands of steps to reach the 0.01 to 0.1 of a converged decoder.
+* ``"calibrated"`` (the σ-VAE of Rybkin, Daniilidis and Levine, ICML 2021, per pixel): σ is not a
+  gradient parameter but the closed-form maximiser of the ELBO given the decoder,
+  ``σ² = E_q[(x − mean)²]`` per pixel, floored at ``sigma_floor²``. Each training step (module in
+  ``train`` mode with gradients on) folds the batch's squared residuals into a bias-corrected
+  exponential moving average (``sigma_momentum``; the first step sets σ to the batch optimum) and
+  the likelihood of that step uses the updated σ. σ is a buffer: it is saved and restored with the
+  weights and is **fixed** at evaluation (``eval`` mode or ``torch.no_grad``), so a test image
+  never fits its own σ and the importance-weighted bound stays a bound on ``log p(x)``.
 """
 
 from __future__ import annotations
@@ -20,13 +33,32 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
+from pyro.poutine.util import is_validation_enabled
 from torch import Tensor, nn
 
 from ..groups import AffineGroup
 from ..nn.conv import ConvDecoder, ConvEncoder, default_channels
 from ..validation import check_images, check_positive_int
+from .trainers import loop
+from .trusted import trusted_inputs
 
-__all__ = ["StandardAugmentation", "StdAugVAE", "VAE"]
+__all__ = ["SIGMA_MODES", "StandardAugmentation", "StdAugVAE", "VAE", "check_program_input"]
+
+SIGMA_MODES = ("reference", "calibrated")
+
+
+def check_program_input(x: Tensor, image_shape: Sequence[int]) -> None:
+    """Input check of a Pyro program's ``x``: its shape always, its values only under Pyro validation.
+
+    The value checks (finite, in ``[-1, 1]``) read the tensor back to the host; the training loops
+    run them once at their public boundary and then trace the programs under
+    ``pyro.validation_enabled(False)``, so no training step waits on them.
+    """
+    if is_validation_enabled():
+        check_images(x, image_shape)
+    elif not isinstance(x, Tensor) or tuple(x.shape[-3:]) != tuple(image_shape):
+        raise ValueError(f"x must be images of shape (N, *{tuple(image_shape)}), got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
 
 
 class VAE(PyroModule):
@@ -37,8 +69,11 @@ class VAE(PyroModule):
         latent_dim: size of ``z`` (20 in the reference code).
         channels: conv widths; default ``(64, 128)`` up to 32x32 and ``(64, 128, 256)`` above.
         hidden: width of the encoder/decoder MLPs.
-        sigma_init, sigma_floor: per-pixel likelihood scale ``σ = floor + softplus(raw)``,
-            initialised at ``sigma_init``; the floor stops σ collapsing on constant pixels.
+        sigma: ``"reference"`` (``σ = floor + softplus(raw)``, a learned parameter) or
+            ``"calibrated"`` (closed-form per-pixel σ, see the module docstring).
+        sigma_init, sigma_floor: σ starts at ``sigma_init``; the floor stops σ collapsing on
+            constant pixels (0.01 in the reference code).
+        sigma_momentum: ``"calibrated"`` only: weight of the running estimate against a new batch.
     """
 
     def __init__(
@@ -49,27 +84,62 @@ class VAE(PyroModule):
         hidden: int = 256,
         sigma_init: float = 1.0,
         sigma_floor: float = 0.01,
+        sigma: str = "reference",
+        sigma_momentum: float = 0.9,
     ) -> None:
         super().__init__()
         if not 0 < sigma_floor < sigma_init:
             raise ValueError(f"need 0 < sigma_floor < sigma_init, got {sigma_floor} and {sigma_init}")
+        if sigma not in SIGMA_MODES:
+            raise ValueError(f"sigma must be one of {SIGMA_MODES}, got {sigma!r}")
+        if not 0 <= sigma_momentum < 1:
+            raise ValueError(f"sigma_momentum must be in [0, 1), got {sigma_momentum}")
         self.image_shape = tuple(int(s) for s in image_shape)
         channels = tuple(channels) if channels is not None else default_channels(self.image_shape)
         self.latent_dim, self.sigma_floor = latent_dim, float(sigma_floor)
+        self.sigma_mode, self.sigma_momentum = sigma, float(sigma_momentum)
         self.encoder = ConvEncoder(self.image_shape, latent_dim, channels, hidden)
         self.decoder = ConvDecoder(self.image_shape, latent_dim, channels, hidden)
         # Plain nn.Parameters (not PyroParams): the module's own tensors are always the ones used,
         # whatever stale entries Pyro's global parameter store may hold under the same names.
         self.prior_loc = nn.Parameter(torch.zeros(latent_dim))
         self.prior_log_scale = nn.Parameter(torch.zeros(latent_dim))
-        raw = math.log(math.expm1(sigma_init - sigma_floor))  # inverse softplus
-        self.sigma_raw = nn.Parameter(torch.full(self.image_shape, raw))
+        if sigma == "reference":
+            raw = math.log(math.expm1(sigma_init - sigma_floor))  # inverse softplus
+            self.sigma_raw = nn.Parameter(torch.full(self.image_shape, raw))
+        else:
+            # Buffers: moved, saved and restored with the weights, never touched by the optimiser.
+            self.register_buffer("sigma_sq", torch.full(self.image_shape, float(sigma_init) ** 2))
+            self.register_buffer("sigma_updates", torch.zeros(()))
 
     # ----------------------------------------------------------------- distributions
     @property
+    def device(self) -> torch.device:
+        return self.prior_loc.device
+
+    @property
     def sigma(self) -> Tensor:
         """Per-pixel likelihood scale ``(C, H, W)``, never below ``sigma_floor``."""
-        return self.sigma_floor + F.softplus(self.sigma_raw)
+        if self.sigma_mode == "reference":
+            return self.sigma_floor + F.softplus(self.sigma_raw)
+        return self.sigma_sq.clamp(min=self.sigma_floor ** 2).sqrt()
+
+    def pixel_scale(self, mean: Tensor, x: Tensor) -> Tensor:
+        """σ for observing ``x`` with decoder means ``mean`` (both ``(..., C, H, W)``): ``(C, H, W)``.
+
+        In ``"calibrated"`` mode during training (``self.training`` and gradients enabled) this first
+        folds ``mean((x − mean)²)`` over every leading dim (particles, images) into the running
+        per-pixel estimate: the σ-VAE's closed-form optimum. Otherwise it only returns :attr:`sigma`.
+        """
+        if self.sigma_mode == "calibrated" and self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                residual = (x - mean).square().reshape(-1, *self.image_shape).mean(0)
+                self.sigma_updates.add_(1.0)
+                # Bias-corrected EMA (as Adam's moments): weight 1 on the first batch, then → 1 - m.
+                m = self.sigma_momentum
+                weight = (1 - m) / (1 - m ** self.sigma_updates)
+                self.sigma_sq.lerp_(residual, weight)
+        return self.sigma
 
     def prior(self) -> dist.Distribution:
         """``p(z)``: batch ``()``, event ``(latent_dim,)``."""
@@ -90,15 +160,16 @@ class VAE(PyroModule):
     @pyro_method
     def model(self, x: Tensor) -> None:
         """``z ~ p(z)``, ``x ~ p(x | z)`` observed, per image in the plate ``"data"``. ``x: (N, C, H, W)``."""
-        check_images(x, self.image_shape)
+        check_program_input(x, self.image_shape)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(z), obs=x)
+            mean = self.decoder(z)
+            pyro.sample("x", dist.Normal(mean, self.pixel_scale(mean, x)).to_event(3), obs=x)
 
     @pyro_method
     def guide(self, x: Tensor) -> None:
         """``z ~ q(z | x)`` in the plate ``"data"``. ``x: (N, C, H, W)``."""
-        check_images(x, self.image_shape)
+        check_program_input(x, self.image_shape)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.posterior(x))
 
@@ -106,7 +177,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decoder mean at the posterior mean: ``(N, C, H, W) → (N, C, H, W)``."""
-        check_images(x, self.image_shape)
+        x = check_images(x, self.image_shape).to(self.device)
         return self.decoder(self.encoder(x)[0])
 
     @torch.no_grad()
@@ -125,28 +196,24 @@ class VAE(PyroModule):
         ``num_samples`` is ``K`` (300 in the paper, 5000 in the IWAE protocol); see
         :func:`sgm_pyro.inference.iwlb.iwlb` for ``chunk_size`` and ``seed``.
         """
-        from ..inference.iwlb import iwlb  # local: a program does not import inference at load
-
-        check_images(x, self.image_shape)
-        with pyro.get_param_store().scope():  # leave no parameters behind in the global store
-            return iwlb(self.model, self.guide, x, num_samples=num_samples,
+        x = check_images(x, self.image_shape).to(self.device)
+        # x is checked above: the programs run without value checks (no host reads per chunk), and in
+        # a private parameter store (nothing is left behind in the global one).
+        with pyro.get_param_store().scope(), trusted_inputs():
+            return loop("iwlb")(self.model, self.guide, x, num_samples=num_samples,
                         chunk_size=chunk_size, seed=seed)
 
     def elbo(self, x: Tensor, num_samples: int = 1, *, seed: int | None = None) -> Tensor:
         """Monte Carlo ELBO per image, ``(N,)``: the mean of ``num_samples`` log weights."""
-        from ..inference.iwlb import iwlb
-
-        check_images(x, self.image_shape)
-        with pyro.get_param_store().scope():
-            _, log_w = iwlb(self.model, self.guide, x, num_samples=num_samples, seed=seed,
+        x = check_images(x, self.image_shape).to(self.device)
+        with pyro.get_param_store().scope(), trusted_inputs():
+            _, log_w = loop("iwlb")(self.model, self.guide, x, num_samples=num_samples, seed=seed,
                             return_log_weights=True)
         return log_w.mean(0)
 
     def fit(self, images: Tensor, **kwargs: Any) -> dict:
         """Train with :func:`sgm_pyro.inference.vae_training.fit_vae`; returns its history."""
-        from ..inference.vae_training import fit_vae  # the program never imports its loop at load
-
-        return fit_vae(self, images, **kwargs)
+        return loop("vae")(self, images, **kwargs)
 
 
 class StandardAugmentation(nn.Module):
@@ -184,7 +251,7 @@ class StandardAugmentation(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, self.image_shape)
+        check_program_input(x, self.image_shape)
         eta = self.group.sample_uniform(x.shape[0]).to(x)
         eta[:, 4] = eta[:, 3]  # one zoom factor for both axes
         # Bicubic interpolation overshoots slightly; keep the images in the model's range.

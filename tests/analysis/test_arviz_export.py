@@ -18,8 +18,25 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its 1.0 refactor on import
     import arviz as az  # noqa: E402
 
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import sgm_pyro  # noqa: E402
-from sgm_pyro.analysis.arviz_export import to_inference_data  # noqa: E402
+from sgm_pyro.analysis.arviz_export import (MCMC_DIAGNOSTICS_NOTE, importance_inference_data,  # noqa: E402
+                                            importance_summary, to_inference_data)
+from sgm_pyro.models import InvVAE  # noqa: E402
+
+
+def _load_ppca():
+    """The PPCA model of tests/inference/test_iwlb.py, whose log p(x) and posterior are known exactly."""
+    path = Path(__file__).resolve().parents[1] / "inference" / "test_iwlb.py"
+    spec = importlib.util.spec_from_file_location("iwlb_ppca", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PPCA = _load_ppca()
 
 SHAPE = (1, 12, 12)
 PRIOR_LOC, PRIOR_SCALE = 0.3, 0.4
@@ -56,30 +73,56 @@ def flow_idata():
 
 def test_groups_dims_coords_and_shapes(flow_idata):
     m, idata = flow_idata
-    for group in ("posterior", "prior", "log_likelihood", "sample_stats", "observed_data", "constant_data"):
+    for group in ("posterior", "prior", "sample_stats", "observed_data", "constant_data"):
         assert group in idata.groups(), group
     eta = idata.posterior["eta"]
     assert eta.dims == ("chain", "draw", "image", "eta_dim") and eta.shape == (2, 100, 3, 2)
     assert list(eta.coords["eta_dim"].values) == ["tx", "rot"] and list(eta.coords["image"].values) == [0, 1, 2]
     assert idata.prior["eta"].dims == eta.dims and idata.prior["eta"].shape == (2, 50, 3, 2)
-    ll = idata.log_likelihood["x"]
-    assert ll.dims == ("chain", "draw", "image") and ll.shape == (2, 100, 3) and np.isfinite(ll).all()
     ss = idata.sample_stats
     assert ss["log_weight"].dims == ("chain", "particle", "image") and ss["log_weight"].shape == (2, 400, 3)
     assert ss["eta_proposal"].shape == (2, 400, 3, 2)
     assert ss["pareto_k"].dims == ("image",) and ss["pareto_k"].shape == (3,) and np.isfinite(ss["pareto_k"]).all()
-    assert ss["log_marginal"].shape == (3,) and np.isfinite(ss["log_marginal"]).all()
     assert ((ss["importance_ess"] >= 1) & (ss["importance_ess"] <= 800 + 1e-6)).all()
     assert idata.observed_data["x"].shape == (3, *SHAPE)
     assert idata.constant_data["pose"].shape == (3, 2)
-    # Each posterior draw is a copy of the proposal it names, and its log-likelihood is that proposal's.
+    # Each posterior draw is a copy of the proposal it names.
     idx = ss["particle_index"].values
     prop = ss["eta_proposal"].values
     c, d, i = 1, 7, 2
     np.testing.assert_array_equal(eta.values[c, d, i], prop[c, idx[c, d, i], i])
 
 
-def test_summary_plot_and_loo_run(flow_idata, tmp_path):
+def test_sgm_pseudo_likelihood_stays_out_of_the_log_likelihood_group(flow_idata):
+    # SGM.model centres the observation on a warp of x itself: not a density of x, so no LOO/WAIC.
+    m, idata = flow_idata
+    assert "log_likelihood" not in idata.groups()
+    ss = idata.sample_stats
+    assert "log_marginal" not in ss and ss["log_pseudo_marginal"].shape == (3,)
+    assert ss["log_pseudo_likelihood"].dims == ("chain", "draw", "image")
+    assert np.isfinite(ss["log_pseudo_likelihood"]).all()
+    assert idata.posterior.attrs["likelihood"] == "pseudo"
+    with pytest.raises(TypeError, match="log likelihood"):
+        az.loo(idata)
+
+
+def test_importance_diagnostics_sit_where_arviz_users_look(flow_idata):
+    _, idata = flow_idata
+    ss = idata.sample_stats
+    for group in idata.groups():
+        attrs = idata[group].attrs
+        assert attrs["mcmc_diagnostics"] == MCMC_DIAGNOSTICS_NOTE and "r_hat" in attrs["mcmc_diagnostics"]
+        assert attrs["importance_ess_min"] == pytest.approx(float(ss["importance_ess"].min()))
+        assert attrs["pareto_k_max"] == pytest.approx(float(ss["pareto_k"].max()))
+    table = importance_summary(idata)
+    assert "r_hat" not in table.columns and "ess_bulk" not in table.columns
+    row = table.loc["eta[2, rot]"]
+    assert row["importance_ess"] == pytest.approx(float(ss["importance_ess"][2]))
+    assert row["pareto_k"] == pytest.approx(float(ss["pareto_k"][2]))
+    assert row["mean"] == pytest.approx(float(idata.posterior["eta"][..., 2, 1].mean()), abs=1e-3)
+
+
+def test_summary_and_plot_run(flow_idata, tmp_path):
     _, idata = flow_idata
     summary = az.summary(idata)
     assert {f"eta[{i}, {name}]" for i in range(3) for name in ("tx", "rot")} <= set(summary.index)
@@ -88,10 +131,72 @@ def test_summary_plot_and_loo_run(flow_idata, tmp_path):
     plt.gcf().savefig(tmp_path / "posterior.png")
     plt.close("all")
     assert (tmp_path / "posterior.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore:Pareto k-hat")
+def test_inv_vae_export_is_an_honest_likelihood_with_loo():
+    torch.manual_seed(0)
+    g = sgm_pyro.AffineGroup(bounds=(math.pi,), generators=("rot",))
+    sgm = sgm_pyro.SGM(g, SHAPE, "box", inference_kwargs=dict(hidden=(16,), sigma_init=0.05))
+    inv = InvVAE(sgm, channels=(4, 8), hidden=16)
+    x = bars(3)
+    idata = to_inference_data(inv, x, 50, num_proposals=400, seed=2)
+    assert "log_likelihood" in idata.groups() and idata.posterior.attrs["likelihood"] == "honest"
+    assert idata.posterior["eta"].shape == (1, 50, 3, 1) and idata.posterior["z"].shape == (1, 50, 3, 20)
+    assert idata.prior["z"].shape == (1, 50, 3, 20)
+    # The pointwise log-likelihood is log N(x; T_η(decoder(z)), σ) of each posterior draw.
+    eta = torch.from_numpy(idata.posterior["eta"].values[0, :5]).float()  # (5, 3, 1)
+    z = torch.from_numpy(idata.posterior["z"].values[0, :5]).float()
+    with torch.no_grad():
+        mean = inv._warp(inv.vae.decoder(z), eta)
+        expected = pyro.distributions.Normal(mean, inv.vae.sigma).log_prob(x).sum((-3, -2, -1))
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[0, :5], expected.numpy(), rtol=1e-5, atol=1e-2)
+    # lp is the honest joint log p(z) + log p_ψ(η | decoder(z)) + log p(x | η, z) (uniform box prior: -log 2π).
+    with torch.no_grad():
+        joint = inv.vae.prior().log_prob(z) - math.log(2 * math.pi) + expected
+    np.testing.assert_allclose(idata.sample_stats["lp"].values[0, :5], joint.numpy(), rtol=1e-5, atol=1e-2)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pointwise k̂ of a random model may be high
-        loo = az.loo(idata)
-    assert np.isfinite(loo.elpd_loo)
+        warnings.simplefilter("ignore")  # pointwise k̂ of per-datum latents is high: see docs/arviz.md
+        assert np.isfinite(az.loo(idata, pointwise=True).elpd_loo)
+
+
+@pytest.fixture(scope="module")
+def ppca():
+    return PPCA.ppca_problem()
+
+
+@pytest.mark.filterwarnings("ignore:Pareto k-hat")
+def test_exported_marginal_is_below_the_closed_form_and_tightens(ppca):
+    model, guide, x = PPCA.make_model(ppca), PPCA.rough_guide(ppca), ppca["x"]
+    stats = {k: importance_inference_data(model, guide, x, 20, num_proposals=k, seed=k).sample_stats
+             for k in (4, 64, 1024)}
+    log_px = ppca["log_px"].numpy()
+    means = [stats[k]["log_marginal"].values.mean() for k in (4, 64, 1024)]
+    assert means[0] < means[1] < means[2] <= log_px.mean() + 0.01
+    assert log_px.mean() - means[2] < 0.1 * (log_px.mean() - means[0])
+    # Per datum: below log p(x) up to the delta-method Monte Carlo error std(w) / (sqrt(K) mean(w)).
+    lw = stats[1024]["log_weight"].values[0]  # (K, image)
+    w = np.exp(lw - lw.max(0))
+    std_err = w.std(0) / (w.mean(0) * np.sqrt(1024))
+    assert (stats[1024]["log_marginal"].values <= log_px + 4 * std_err + 1e-4).all()
+    # With the exact posterior as guide every weight is p(x): the export returns log p(x) itself.
+    exact = importance_inference_data(model, PPCA.exact_guide(ppca), x, 20, num_proposals=30, seed=0)
+    np.testing.assert_allclose(exact.sample_stats["log_marginal"].values, log_px, atol=1e-4)
+
+
+def test_ppca_posterior_draws_and_pointwise_likelihood_match_closed_forms(ppca):
+    model, guide, x = PPCA.make_model(ppca), PPCA.rough_guide(ppca), ppca["x"][:40]
+    idata = importance_inference_data(model, guide, x, 1000, num_proposals=4000, seed=1)
+    z = idata.posterior["z"].values[0]  # (draw, image, L)
+    assert idata.posterior["z"].dims == ("chain", "draw", "image", "z_dim_0")
+    ess = idata.sample_stats["importance_ess"].values
+    post_sd = ppca["post_cov"].diagonal().sqrt().numpy()
+    tol = 5 * post_sd / np.sqrt(ess.min())
+    np.testing.assert_allclose(z.mean(0), PPCA.post_loc(ppca, x).numpy(), atol=float(tol.max()))
+    np.testing.assert_allclose(z.std(0).mean(0), post_sd, rtol=0.1)
+    zt = torch.from_numpy(z[:3]).float()
+    expected = pyro.distributions.Normal(zt @ ppca["w"].T + ppca["mu"], PPCA.S).log_prob(x).sum(-1)
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[0, :3], expected.numpy(), rtol=1e-5)
 
 
 def test_flat_likelihood_gives_the_prior_and_its_marginal():
@@ -109,7 +214,7 @@ def test_flat_likelihood_gives_the_prior_and_its_marginal():
     assert (idata.sample_stats["pareto_k"].values < 0.7).all()
     pixels = math.prod(SHAPE)
     expected = -pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
-    np.testing.assert_allclose(idata.sample_stats["log_marginal"].values, expected, atol=0.05)
+    np.testing.assert_allclose(idata.sample_stats["log_pseudo_marginal"].values, expected, atol=0.05)
     prior = idata.prior["eta"].values[..., 0]
     np.testing.assert_allclose(prior.mean(), PRIOR_LOC, atol=0.05)
     np.testing.assert_allclose(prior.std(), PRIOR_SCALE, rtol=0.1)
@@ -138,10 +243,10 @@ def test_informative_likelihood_matches_a_quadrature_posterior():
     assert (idata.sample_stats["pareto_k"].values < 0.7).all()
     np.testing.assert_allclose(eta.mean(0), mean.numpy(), atol=float(5 * std.max() / math.sqrt(ess.min())) + 0.01)
     np.testing.assert_allclose(eta.std(0), std.numpy(), rtol=0.15)
-    # log_marginal is the IWLB of the same model/guide pair (independent particles: MC error ~0.03).
+    # log_pseudo_marginal is the IWLB of the same model/guide pair (independent particles: MC error ~0.03).
     with m.param_scope():
         bound = sgm_pyro.iwlb(m.model, m.guide, x, num_samples=4000, chunk_size=2000)
-    np.testing.assert_allclose(idata.sample_stats["log_marginal"].values, bound.numpy(), atol=0.1)
+    np.testing.assert_allclose(idata.sample_stats["log_pseudo_marginal"].values, bound.numpy(), atol=0.1)
 
 
 @pytest.mark.filterwarnings("ignore:Pareto k-hat")  # 40 proposals per chain: k-hat is high, irrelevant here
@@ -193,5 +298,5 @@ def test_poor_proposal_warns_with_pareto_k():
 
 
 def test_non_sgm_model_raises():
-    with pytest.raises(ValueError, match="SGM"):
+    with pytest.raises(ValueError, match="SGM or InvVAE"):
         to_inference_data(object(), bars(1), 10)

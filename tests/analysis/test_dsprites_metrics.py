@@ -31,7 +31,7 @@ def test_constant_prototype_is_perfectly_invariant(data):
     model = StubModel(prototype=lambda imgs: template.expand(imgs.shape[0], -1, -1, -1).clone())
     out = invariance_metrics(model, x, lat["shape"], generator=torch.Generator().manual_seed(0))
     assert out["invariance_error"] == 0.0
-    assert out["within_shape_spread"] == 0.0 and out["between_shape_spread"] == 0.0
+    assert out["within_class_spread"] == 0.0 and out["between_class_spread"] == 0.0
     assert out["spread_ratio"] is None  # no separation to compare against
     json.dumps(out, allow_nan=False)
 
@@ -45,7 +45,7 @@ def test_identity_prototype_is_not_invariant(data):
     assert out["invariance_mse"] == pytest.approx(out["invariance_error"] * out["data_variance"])
     # Raw images of one shape are spread all over the frame: no tighter than between shapes.
     assert out["spread_ratio"] > 1.0
-    assert set(out["per_shape_spread"]) == {"square", "ellipse", "heart"}
+    assert set(out["per_class_spread"]) == {"square", "ellipse", "heart"}
 
 
 def test_spreads_of_perfect_per_shape_prototypes():
@@ -54,9 +54,21 @@ def test_spreads_of_perfect_per_shape_prototypes():
     x[3:, :, 8:14, 8:14] = 1.0  # shape 1: three identical images
     out = invariance_metrics(StubModel(), x, torch.tensor([0, 0, 0, 1, 1, 1]), scale=0.0)
     assert out["invariance_error"] == pytest.approx(0.0, abs=1e-10)  # g = identity at scale 0
-    assert out["within_shape_spread"] == 0.0
-    assert out["between_shape_spread"] == pytest.approx(x[0].sub(x[3]).pow(2).mean().item() / 4)
+    assert out["within_class_spread"] == 0.0
+    assert out["between_class_spread"] == pytest.approx(x[0].sub(x[3]).pow(2).mean().item() / 4)
     assert out["spread_ratio"] == 0.0
+
+
+def test_spreads_are_keyed_by_class_names_or_labels():
+    x = -torch.ones(4, 1, 8, 8)
+    x[:2, :, 1:4, 1:4] = 1.0
+    x[2:, :, 4:7, 4:7] = 1.0
+    digits = torch.tensor([7, 7, 1, 1])  # MNIST-style labels: no shape names apply
+    out = invariance_metrics(StubModel(), x, digits, scale=0.0, class_names=())
+    assert set(out["per_class_spread"]) == {"1", "7"}
+    assert not any("shape" in key for key in out)
+    named = invariance_metrics(StubModel(), x, torch.tensor([0, 0, 1, 1]), scale=0.0, shape_names=("a", "b"))
+    assert set(named["per_class_spread"]) == {"a", "b"}  # the former keyword still works
 
 
 def test_invariance_validates_inputs(data):

@@ -129,3 +129,61 @@ def test_plots_validate_inputs(tmp_path, data):
         eta_densities(torch.zeros(5, 2, 3), ("a", "b"))
     with pytest.raises(ValueError, match="suffix"):
         image_grid(x, path=tmp_path / "grid.jpg")
+
+
+# ---------------------------------------------------------------- readable at the default size
+LONG = "held-out images (top) and their prototypes (bottom), with a long run name: runs/mnist90-again"
+
+
+def _tiny_figures(data):
+    """Every figure of the library, from the smallest inputs it accepts, each with a long title."""
+    x, shapes = data
+    stats = image_statistics(x)
+    one_step = {"inference": {"step": [0], "loss": [0.5], "mse": [0.5], "inv": [0.0], "val_step": [0],
+                              "val_mse": [0.4]},
+                "prior": {"step": [0], "loss": [1.0], "val_step": [0], "val_log_prob": [-1.0]}}
+    yield "image_grid", image_grid(x[:1], title=LONG)
+    yield "prototype_grid", prototype_grid(x[:2], x[:2], title=LONG)
+    yield "prototype_grid by label", prototype_grid(x, x, shapes, label_names=("square", "ellipse", "heart"),
+                                                     max_per_label=1, title=LONG)
+    yield "resample_grid", resample_grid(x[:1], x[:1].expand(1, 1, *x.shape[1:]), title=LONG)
+    yield "eta_densities", eta_densities(torch.randn(20, 1, 1), ("rot",), title=LONG)
+    yield "marginals_comparison", marginals_comparison(stats, stats, shapes, title=LONG)
+    yield "rotation_density", rotation_density(torch.randn(10), title=LONG)
+    yield "training_curves", training_curves(one_step, title=LONG)
+    yield "iwlb_plot", iwlb_plot({"VAE": {100: (1.0, 0.1)}}, title=LONG)
+
+
+def _titles(fig):
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    return texts + [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label,
+                                                   ax.yaxis.label) if t.get_text()]
+
+
+def test_every_title_lies_inside_its_figure(data):
+    import io
+    for name, fig in _tiny_figures(data):
+        fig.savefig(io.BytesIO(), format="png", dpi=100)
+        renderer = fig.canvas.get_renderer()
+        titles = _titles(fig)
+        assert titles, name
+        for text in titles:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= -1 and box.y0 >= -1, (name, text.get_text())
+            assert box.x1 <= fig.bbox.width + 1 and box.y1 <= fig.bbox.height + 1, (name, text.get_text())
+
+
+def test_training_curves_keep_the_loss_visible_and_label_a_lone_validation():
+    steps = list(range(40))
+    mse = [1 / (s + 1) for s in steps]
+    history = {"inference": {"step": steps, "loss": mse, "mse": mse, "inv": [0.0] * 40,  # loss == x-MSE exactly
+                             "val_step": [40], "val_mse": [0.1234]}}
+    fig = training_curves(history)
+    train, val = fig.axes
+    styles = [(line.get_linestyle(), line.get_linewidth()) for line in train.lines]
+    assert len(set(styles)) == 3, styles  # loss, x-MSE and invertibility are told apart
+    (dot,) = val.lines
+    assert dot.get_marker() == "o" and dot.get_markersize() >= 6
+    assert "0.1234" in [t.get_text() for t in val.texts]  # the value, written next to the lone point
+    lo, hi = val.get_xlim()
+    assert lo < 40 < hi and hi - lo >= 2

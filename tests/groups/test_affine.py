@@ -40,14 +40,23 @@ def test_identity_and_inverse_laws():
     assert torch.allclose(g.matrix(g.inverse(e)) @ g.matrix(e), eye, atol=1e-6)
 
 
-def test_chain_matrix_is_associative_product():
+def test_chain_matrix_applies_the_first_element_first():
     g = AffineGroup()
-    gen = torch.Generator().manual_seed(1)
-    a, b, c = (g.sample_uniform(8, generator=gen).double() for _ in range(3))
-    m = g.chain_matrix([a, b, c])
-    left = (g.matrix(c) @ g.matrix(b)) @ g.matrix(a)
-    right = g.matrix(c) @ (g.matrix(b) @ g.matrix(a))
-    assert torch.allclose(m, left, atol=1e-12) and torch.allclose(m, right, atol=1e-12)
+    # A quarter turn and a shift to the right do not commute: shifting first and then turning moves
+    # the content up (SPEC 2.1: positive rot is counter-clockwise as displayed, row 0 at the top).
+    shift, turn = eta(tx=0.5).double(), eta(rot=math.pi / 2).double()
+    centre = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    moved = g.chain_matrix([shift, turn])[0] @ centre
+    torch.testing.assert_close(moved, torch.tensor([0.0, -0.5, 1.0], dtype=torch.float64))
+    moved = g.chain_matrix([turn, shift])[0] @ centre  # turning the centre leaves it: then the shift
+    torch.testing.assert_close(moved, torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_commuting_elements_compose_by_adding_coordinates():
+    # Rotations and isotropic scalings commute, so exp(A) exp(B) = exp(A + B) for them: a closed form.
+    g = AffineGroup()
+    a, b = eta(rot=0.7, log_sx=0.2, log_sy=0.2).double(), eta(rot=-1.9, log_sx=-0.1, log_sy=-0.1).double()
+    torch.testing.assert_close(g.chain_matrix([a, b]), g.matrix(a + b), atol=1e-12, rtol=0)
 
 
 def test_closed_forms_rotation_and_translation():

@@ -33,7 +33,7 @@ from torch import nn
 from sgm_pyro import cli
 from sgm_pyro.groups import AffineGroup
 from sgm_pyro.inference import fit_sgm, fit_vae
-from sgm_pyro.inference import stage1, stage2
+from sgm_pyro.inference.step_log import StepLog
 from sgm_pyro.inference.batches import TensorBatches
 from sgm_pyro.inference.distributed import rank_seed, shard_range
 from sgm_pyro.inference.iwlb import iwlb, iwlb_distributed
@@ -117,15 +117,17 @@ class Crash(RuntimeError):
 
 @contextmanager
 def crash_at(stage: str, at_step: int):
-    def check(value, step, name):
-        if name == stage and step == at_step:
+    real = StepLog.append
+
+    def append(self, step, values):  # every step's values pass here, after its optimiser step
+        if self.stage == stage and step == at_step:
             raise Crash(f"{stage} step {step}")
-    saved = stage1.check_finite, stage2.check_finite
-    stage1.check_finite = stage2.check_finite = check
+        real(self, step, values)
+    StepLog.append = append
     try:
         yield
     finally:
-        stage1.check_finite, stage2.check_finite = saved
+        StepLog.append = real
 
 
 def resume_runs(out: Path) -> dict:

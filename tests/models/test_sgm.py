@@ -17,7 +17,7 @@ SHAPE = (1, 12, 12)
 
 def tiny_model(prior=None, **kw):
     g = sgm_pyro.AffineGroup(bounds=(math.pi,), generators=("rot",))
-    return sgm_pyro.SGM(g, SHAPE, prior, inference_kwargs=dict(hidden=(16,)),
+    return sgm_pyro.SGM(g, SHAPE, prior, inference_kwargs=kw.pop("inference_kwargs", dict(hidden=(16,))),
                         prior_kwargs=kw.pop("prior_kwargs", dict(feature_hidden=(16,), hidden=(16,))), **kw)
 
 
@@ -46,13 +46,20 @@ def test_model_and_guide_sites_and_plates():
     assert torch.isfinite(model.log_prob_sum()) and torch.isfinite(guide.log_prob_sum())
 
 
-def test_guide_log_density_matches_q():
-    m = tiny_model()
+def test_guide_log_density_is_the_normal_of_spec_3():
+    # Unsquashed box of half-width π: q(η | x) = N(π μ(x), π σ), a closed form independent of the code.
+    m = tiny_model(inference_kwargs=dict(hidden=(16,), sigma_init=0.2))
+    with torch.no_grad():
+        m.inference.head[-1].weight.normal_(0, 0.5)  # a pose that depends on x
     x = bars(4)
-    tr = poutine.trace(m.guide).get_trace(x)
+    with pyro.plate("particles", 5, dim=-2):
+        tr = poutine.trace(m.guide).get_trace(x)
+    tr.compute_log_prob()
     eta = tr.nodes["eta"]["value"]
-    q = m.inference.distribution(x)
-    assert torch.allclose(tr.nodes["eta"]["fn"].log_prob(eta), q.log_prob(eta))
+    pose = m.inference.mode(x)
+    assert pose.std() > 0.01
+    expected = dist.Normal(pose, math.pi * 0.2).log_prob(eta).sum(-1)
+    torch.testing.assert_close(tr.nodes["eta"]["log_prob"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_vectorised_particles_broadcast_through_the_model():
@@ -66,12 +73,19 @@ def test_vectorised_particles_broadcast_through_the_model():
 
 
 def test_queries_shapes_and_pose_convention():
-    m = tiny_model().eval()
-    x = bars(6)
+    m = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head="real")).eval()
+    # A pose network that reads every image as turned by +0.7 rad (η = π · u on the unsquashed box).
+    with torch.no_grad():
+        m.inference.head[-1].bias.fill_(0.7 / math.pi)
+    upright = -torch.ones(6, *SHAPE)
+    upright[:, :, 5:7, 2:10] = 1
+    x = m.group.apply(upright, torch.full((6, 1), 0.7))  # the upright bar really turned by 0.7
     eta = m.infer_eta(x)
     proto = m.prototype(x)
     assert eta.shape == (6, 1) and proto.shape == x.shape
-    assert torch.allclose(m.group.apply(x, m.group.inverse(eta)), proto)
+    torch.testing.assert_close(eta, torch.full((6, 1), 0.7))
+    # x ≈ T_η(prototype): the prototype undoes the pose (bilinear blur only), here back to upright.
+    assert (proto - upright).abs().mean() < 0.1 and (x - upright).abs().mean() > 0.2
     assert m.sample_eta(proto, 4).shape == (4, 6, 1)
     assert m.log_prob_eta(eta, proto).shape == (6,)
     new = m.resample(x, 3)

@@ -42,9 +42,21 @@ class PriorProgram(PyroModule):
         if not isinstance(x_hat, Tensor) or x_hat.dim() != 4 or not x_hat.is_floating_point():
             got = tuple(x_hat.shape) if isinstance(x_hat, Tensor) else type(x_hat).__name__
             raise ValueError(f"x_hat must be a float tensor of shape (N, C, H, W), got {got}")
-        if self.image_shape is not None and tuple(x_hat.shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"x_hat must have image shape {self.image_shape} (C, H, W), got {tuple(x_hat.shape[1:])}")
+        if self.image_shape is not None and tuple(x_hat.shape[1:]) not in self.accepted_shapes():
+            raise ValueError(f"x_hat must have image shape {' or '.join(map(str, self.accepted_shapes()))} (C, H, W), "
+                             f"got {tuple(x_hat.shape[1:])}")
+
+    def accepted_shapes(self) -> list[tuple[int, ...]]:
+        """``image_shape``, and the pooled shape when the prior's features pool x̂ to ``input_size``.
+
+        Stage 2 may re-augment pooled images (``PriorConfig.image_size``); a prior that pools its
+        input anyway sees the same pixels either way.
+        """
+        shapes = [self.image_shape]
+        size = getattr(getattr(self, "features", None), "input_size", None)
+        if size is not None and (self.image_shape[0], size, size) != self.image_shape:
+            shapes.append((self.image_shape[0], size, size))
+        return shapes
 
     def distribution(self, x_hat: Tensor) -> Distribution:
         """p_ψ(η | x̂) as a fresh ``torch.distributions.Distribution`` (zuko style).

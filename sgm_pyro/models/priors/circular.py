@@ -1,8 +1,11 @@
 """A prior program whose rotation density lives on the circle (SPEC section 9).
 
 The angle gets a conditional circular spline flow (Rezende et al., 2020, "Normalizing Flows on Tori
-and Spheres"; zuko's ``CircularRQSTransform`` = circular shift ∘ RQS on [-π, π] with unit slope at
-both ends), on a uniform base: the density is continuous across ±π, with no artificial seam.
+and Spheres"), on a uniform base: each layer rotates the circle by a learned, x̂-dependent angle and
+applies an RQS on [-π, π] whose two end knots share one learned slope (``circular_spline.py``; zuko's
+``CircularRQSTransform`` fixes both, which pins one layer's density at θ = 0 to 1/(2π)). The density
+is continuous across ±π, with no artificial seam, and any number of layers can hold a narrow mode
+at any angle (tests/models/priors/test_prior_narrow_modes.py).
 The other coordinates get a conditional spline flow on their box, as in :class:`FlowPrior`,
 conditioned on the features and on ``(cos θ, sin θ)``.
 """
@@ -16,10 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 from zuko.flows.gaussianization import ElementWiseTransform
-from zuko.flows.spline import CircularRQSTransform
 from zuko.lazy import Flow, LazyDistribution
 
 from .base import PriorProgram
+from .circular_spline import circular_layer, circular_layer_shapes
 from .features import FeatureNet
 from .flow import ConditionalBoxFlow, zero_last_layer
 from .rotation_joint import CircularUniform, RotationJoint, rotation_index
@@ -39,16 +42,17 @@ class CircularUniformBase(LazyDistribution):
 class CircularAngleFlow(Flow):
     """``c: (..., context) -> p(θ | c)`` on ``[-π, π)``, batch ``(...)``, event ``(1,)``.
 
-    Each layer is a circular RQS whose parameters come from the context; zero-initialised
-    conditioners make every spline the identity, so training starts from the uniform circle.
+    Each layer is a rotation then a circular RQS (:func:`circular_layer`) whose parameters come from
+    the context; zero-initialised conditioners make every layer a half-turn, so training starts
+    from the uniform circle.
     """
 
     def __init__(self, context: int, *, transforms: int = 4, bins: int = 6,
                  hidden: Sequence[int] = (256, 256), slope: float = 1e-3) -> None:
         layers = []
         for _ in range(transforms):
-            layer = ElementWiseTransform(1, context, univariate=partial(CircularRQSTransform, slope=slope),
-                                         shapes=[(bins,), (bins,), (bins - 1,)],
+            layer = ElementWiseTransform(1, context, univariate=partial(circular_layer, slope=slope),
+                                         shapes=circular_layer_shapes(bins),
                                          hidden_features=tuple(hidden), activation=nn.GELU)
             zero_last_layer(layer.hyper)
             layers.append(layer)

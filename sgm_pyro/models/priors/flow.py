@@ -17,7 +17,7 @@ from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.flows.gaussianization import ElementWiseTransform
 from zuko.lazy import Flow, LazyDistribution
-from zuko.transforms import MonotonicRQSTransform
+from zuko.transforms import CouplingTransform, MonotonicRQSTransform
 
 from .base import PriorProgram
 from .box_map import BoxLatent
@@ -33,6 +33,31 @@ def zero_last_layer(mlp: nn.Sequential) -> None:
     nn.init.zeros_(last.weight)
     if last.bias is not None:
         nn.init.zeros_(last.bias)
+
+
+class IndexedCouplingTransform(CouplingTransform):
+    """zuko's ``CouplingTransform`` built from precomputed split indices ``idx_a``, ``idx_b`` (``(d_a,)``, ``(d_b,)``).
+
+    zuko recomputes them with ``mask.nonzero()`` each time a flow is built, once per coupling
+    layer and call: a host sync (a blocking wait on a GPU) per layer and training step.
+    """
+
+    def __init__(self, meta, idx_a: Tensor, idx_b: Tensor) -> None:
+        super(CouplingTransform, self).__init__()
+        self.meta, self.idx_a, self.idx_b = meta, idx_a, idx_b
+
+
+class IndexedCoupling(GeneralCouplingTransform):
+    """A ``GeneralCouplingTransform`` that computes its split indices once, as buffers that follow ``.to``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Not persistent: the mask already is, and saved models keep their state-dict keys.
+        self.register_buffer("idx_a", self.mask.nonzero().squeeze(-1), persistent=False)
+        self.register_buffer("idx_b", (~self.mask).nonzero().squeeze(-1), persistent=False)
+
+    def forward(self, c: Tensor | None = None) -> CouplingTransform:
+        return IndexedCouplingTransform(partial(self.meta, c), self.idx_a, self.idx_b)
 
 
 class ConditionalDiagNormal(LazyDistribution):
@@ -94,7 +119,7 @@ class ConditionalBoxFlow(Flow):
                 layer = ElementWiseTransform(1, context, univariate=univariate, shapes=shapes, **mlp)
             else:
                 mask = torch.arange(d) % 2 == i % 2
-                layer = GeneralCouplingTransform(d, context, mask, univariate=univariate, shapes=shapes, **mlp)
+                layer = IndexedCoupling(d, context, mask, univariate=univariate, shapes=shapes, **mlp)
             zero_last_layer(layer.hyper)
             layers.append(layer)
         super().__init__([box, *layers], base=ConditionalDiagNormal(context, d))

@@ -70,8 +70,10 @@ def test_log_prob_integrates_to_one_in_2d(name, squash):
 @pytest.mark.parametrize("name", ROTATION_PRIORS)
 def test_rotation_priors_are_periodic_with_period_two_pi(name):
     group, prior, _, dist = _scrambled(name, 2, False)
-    eta = torch.tensor([[0.1, 2.5]], dtype=torch.float64).expand(3, 2).clone()[:, None, :]
-    eta[1, 0, 1] += 2 * math.pi
-    eta[2, 0, 1] -= 4 * math.pi
-    log_p = dist.log_prob(eta).squeeze(-1)
-    torch.testing.assert_close(log_p, log_p[:1].expand(3))
+    # Angles just inside the seam, shifted by ±2π and 4π: the same point of the circle each time.
+    base = torch.tensor([[0.1, math.pi - 1e-3], [0.1, -math.pi + 1e-3], [0.1, 2.5]], dtype=torch.float64)
+    for turns in (1, -1, -2):
+        shifted = base.clone()
+        shifted[:, 1] += 2 * math.pi * turns
+        torch.testing.assert_close(dist.log_prob(shifted[:, None]), dist.log_prob(base[:, None]), atol=1e-6, rtol=0)
+    assert (dist.log_prob(base[:, None]).squeeze(-1).diff().abs() > 1e-3).any()  # not a constant density

@@ -1,0 +1,53 @@
+"""The benchmark scripts a GPU user runs first: they must work on the CPU, and never print an impossible figure."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_runs_every_part_on_the_cpu_in_quick_mode(capsys):
+    load("gpu_check").main(["--quick", "--device", "cpu"])
+    out = capsys.readouterr().out
+    for part in ("warm-up", "stage 1", "stage 2", "AugVAE", "InvVAE", "IWLB of the SGM, K=300", "user prior program",
+                 "kill and resume"):
+        line = next(line for line in out.splitlines() if line.startswith(part))
+        images_per_s, peak_mib = (float(v) for v in line.split()[-2:])
+        assert images_per_s > 0 and peak_mib >= 0, line
+    assert "max |difference| 0 " in out and out.rstrip().endswith("device check passed")
+
+
+def test_stage_throughput_refuses_a_figure_above_the_measured_peak(capsys):
+    table = load("stage_throughput").Table(peak=100.0)
+    table.row(28, "1", 512, seconds=1.0, flops=int(50e9), note="plausible")
+    table.row(28, "2", 512, seconds=1.0, flops=int(150e9), note="impossible")
+    lines = capsys.readouterr().out.splitlines()
+    assert "50.0" in lines[0] and "50.0%" in lines[0]
+    assert "REFUSED" in lines[1] and "150.0 GFLOP/s exceeds the measured peak 100.0" in lines[1]
+    assert table.refused == 1
+
+
+def test_stage_throughput_counts_the_flops_of_a_matrix_product():
+    bench = load("stage_throughput")
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert bench.flops_of(lambda: a @ b) == 2 * 64 * 32 * 16
+
+
+def test_distributed_benchmark_starts_no_more_processes_than_gpus(monkeypatch, capsys):
+    """On a one-GPU machine the second process failed in torch.cuda.set_device(1)."""
+    bench = load("distributed_throughput")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert bench.usable_process_counts([1, 2, 4], torch.device("cuda")) == [1]
+    assert "skipping [2, 4]" in capsys.readouterr().err
+    assert bench.usable_process_counts([1, 2], torch.device("cpu")) == [1, 2]
