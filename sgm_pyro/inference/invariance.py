@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..nn import downsample_to
-
 from ..models.prototype import PrototypeInference
+from ..nn import downsample_to
 
 
 @dataclass
@@ -47,10 +46,6 @@ class InvarianceLoss:
     def __call__(self, inference: PrototypeInference, x: Tensor) -> dict[str, Tensor]:
         """Loss terms for a batch ``x: (N, C, H, W)``; returns ``{"loss", "mse"[, "inv"]}`` scalars."""
         g = inference.group
-        if self.image_size is not None and inference.input_size not in (None, self.image_size) or \
-                self.image_size is not None and inference.input_size is None and x.shape[-1] != self.image_size:
-            raise ValueError(f"the loss is computed at {self.image_size}x{self.image_size}, so the pose network must "
-                             f"see that size: build it with input_size={self.image_size} (it has {inference.input_size})")
         x = downsample_to(x, self.image_size)
         s, n = self.num_draws, x.shape[0]
         xs = x.repeat(s, 1, 1, 1)  # draws stacked along the batch: (S*N, C, H, W)

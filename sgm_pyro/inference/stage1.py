@@ -53,6 +53,19 @@ class InferenceConfig:
                               augment_scale=self.augment_scale, image_size=self.image_size)
 
 
+def check_pooled_inputs(image_size: int | None, sizes: dict[str, int | None]) -> None:
+    """With images pooled to ``image_size``, every network named in ``sizes`` must take that size as input.
+
+    ``sizes`` maps a name ("the pose network") to the input size the network was built for.
+    """
+    if image_size is None:
+        return
+    for who, size in sizes.items():
+        if size != image_size:
+            raise ValueError(f"image_size={image_size} pools the images, so {who} must be built with "
+                             f"input_size={image_size} (it has {size})")
+
+
 def blur_sigma_at(step: int, cfg: InferenceConfig) -> float:
     """Blur warm-up: sigma decays linearly from ``blur_sigma`` to 0 over ``blur_fraction`` of the steps."""
     horizon = cfg.blur_fraction * cfg.steps
@@ -84,6 +97,7 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     device = torch.device(device)
     cfg = config
     loss_fn = cfg.loss()
+    check_pooled_inputs(cfg.image_size, {"the pose network": inference.input_size or inference.image_shape[-1]})
     inference.to(device).train()
     net_params = [p for n, p in inference.named_parameters() if n != "log_sigma"]
     opt = torch.optim.AdamW(net_params, lr=cfg.lr, weight_decay=cfg.weight_decay)

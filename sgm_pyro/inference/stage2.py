@@ -22,6 +22,7 @@ from .hot_path import checks_on_first_step
 from .param_scope import private_param_store
 from .progress import progress_bar
 from .schedules import warmup_cosine
+from .stage1 import check_pooled_inputs
 from .step_log import StepLog
 
 
@@ -154,13 +155,9 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
     device = torch.device(device)
     cfg = config
     inference.to(device).eval()  # frozen: it is only evaluated under no_grad in reaugmented_pairs
-    if cfg.image_size is not None:
-        sizes = {"the pose network": inference.input_size,
-                 "the prior's features": getattr(getattr(prior, "features", None), "input_size", cfg.image_size)}
-        for who, size in sizes.items():
-            if size != cfg.image_size:
-                raise ValueError(f"PriorConfig.image_size={cfg.image_size} pools the images, so {who} must be built "
-                                 f"with input_size={cfg.image_size} (it has {size})")
+    check_pooled_inputs(cfg.image_size, {
+        "the pose network": inference.input_size,
+        "the prior's features": getattr(getattr(prior, "features", None), "input_size", cfg.image_size)})
     if isinstance(prior, nn.Module):
         prior.to(device).train()
     distributed = is_distributed()
