@@ -49,9 +49,9 @@ def flops_of(step) -> int:
     return counter.get_total_flops()
 
 
-def stage1_step(size: int, batch: int, device: torch.device):
+def stage1_step(size: int, batch: int, device: torch.device, rotation_head: str = "real"):
     g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
-    inf = sgm_pyro.PrototypeInference(g, (1, size, size)).to(device)
+    inf = sgm_pyro.PrototypeInference(g, (1, size, size), rotation_head=rotation_head).to(device)
     loss = InvarianceLoss(num_draws=5, inv_weight=0.1)
     opt = torch.optim.AdamW(inf.parameters(), lr=3e-4, weight_decay=1e-4)
     x = torch.rand(batch, 1, size, size, device=device) * 2 - 1
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[28, 64])
     p.add_argument("--min-time", type=float, default=3.0, help="seconds of repetitions per figure")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--equivariant", action="store_true", help="also time stage 1 with the equivariant rotation head")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,6 +127,10 @@ def main(argv=None) -> int:
     for size in args.sizes:
         step = stage1_step(size, args.batch, device)
         table.row(size, "1", args.batch, timed(step), flops_of(step), "reference MLP (2048,1024,512,256)")
+        if args.equivariant:
+            step = stage1_step(size, args.batch, device, "equivariant")
+            table.row(size, "1-equiv", args.batch, timed(step), flops_of(step),
+                      "reference MLP + equivariant rotation head (8 copies, MLP (256,128))")
         library_step, torch_step = stage2_steps(size, args.batch, device)
         with private_param_store():
             library_seconds = timed(library_step)

@@ -6,7 +6,7 @@
 Each digit of the 10k pool is rotated once by U(−180°, 180°); 9,000 train, 1,000 held out. The
 MNIST box of SPEC 2.4 (unsquashed). The held-out figure is the SPEC 3 x-MSE in network mode with
 two fixed random views (``validation_mse``), the number the reference JAX code reports. Variants
-compare pose heads (``--rotation-head circle|real``) and networks at the same budget.
+compare pose heads (``--rotation-head circle|equivariant|real``) and networks at the same budget.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run(args) -> dict:
     inference = sgm_pyro.PrototypeInference(group, (1, 28, 28), **kwargs)
     cfg = InferenceConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, val_every=args.val_every,
                           val_size=1000, warmup_fraction=args.warmup_fraction, blur_fraction=args.blur_fraction,
-                          num_draws=args.num_draws)
+                          num_draws=args.num_draws, upright_weight=args.upright_weight)
     start = time.perf_counter()
     hist = fit_inference(inference, train, cfg, val_images=held, seed=args.seed, progress=not args.no_progress)
     seconds = time.perf_counter() - start
@@ -69,7 +69,9 @@ def main(argv=None) -> None:
     p.add_argument("--warmup-fraction", type=float, default=0.05)
     p.add_argument("--blur-fraction", type=float, default=0.01)
     p.add_argument("--num-draws", type=int, default=5)
-    p.add_argument("--rotation-head", default="real", choices=("circle", "real"))
+    p.add_argument("--rotation-head", default="equivariant", choices=("circle", "equivariant", "real"))
+    p.add_argument("--upright-weight", type=float, default=None,
+                   help="InferenceConfig.upright_weight (default: the library default for the head)")
     p.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
     p.add_argument("--hidden", type=int, nargs="*", default=None)
     p.add_argument("--input-size", type=int, default=None)
@@ -86,6 +88,31 @@ def main(argv=None) -> None:
           f"in {res['seconds']:.0f} s ({res['images_per_second']:.0f} images/s)")
     for c in res["curve"]:
         print(f"  step {c['step']:>6}  {c['seconds']:7.1f} s  x-MSE {c['val_mse']:.4f}")
+    print(f"figure: {plot_curves(out)}")
+
+
+def plot_curves(out: Path) -> Path:
+    """Held-out x-MSE against steps and against wall-clock seconds, every variant whose JSON is in ``out``.
+
+    Seconds compare only runs made under the same load on one machine (docs/results.md §8).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    by_step, by_time = fig.subplots(1, 2, sharey=True)
+    for f in sorted(out.glob("*.json")):
+        curve = json.loads(f.read_text())["curve"]
+        mse = [c["val_mse"] for c in curve]
+        by_step.plot([c["step"] for c in curve], mse, marker=".", label=f.stem)
+        by_time.plot([c["seconds"] for c in curve], mse, marker=".", label=f.stem)
+    for ax in (by_step, by_time):
+        ax.axhline(0.21, color="gray", ls="--", lw=0.8, label="0.21 (issue 9, 300 steps)")
+    by_step.set(xlabel="step", ylabel="held-out invariance x-MSE", title="fully rotated MNIST, stage 1")
+    by_time.set(xlabel="wall-clock seconds (this machine, the load of each run)")
+    by_time.legend(fontsize=7)
+    path = out / "xmse_vs_seconds.png"
+    fig.savefig(path, dpi=110)
+    return path
 
 
 if __name__ == "__main__":

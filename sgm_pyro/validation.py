@@ -72,8 +72,9 @@ def check_positive_int(value, name: str) -> int:
 
 
 def check_config_fields(cfg, *, integers: tuple[str, ...] = (), positive: tuple[str, ...] = (),
-                        non_negative: tuple[str, ...] = ()) -> None:
-    """Validate a settings dataclass: positive integers, positive and non-negative numbers."""
+                        non_negative: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
+    """Validate a settings dataclass: positive integers, positive and non-negative numbers (``optional``
+    ones may also be None)."""
     kind = type(cfg).__name__
     for name in integers:
         v = getattr(cfg, name)
@@ -83,5 +84,7 @@ def check_config_fields(cfg, *, integers: tuple[str, ...] = (), positive: tuple[
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{kind}.{name} must be positive, got {getattr(cfg, name)!r}")
     for name in non_negative:
+        if getattr(cfg, name) is None and name in optional:
+            continue
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{kind}.{name} must be non-negative, got {getattr(cfg, name)!r}")

@@ -116,7 +116,7 @@ class AffineGroup(Group):
             s = max(h - 1, w - 1, 1) / 2
             d = torch.tensor([max(w - 1, 1) / 2 / s, max(h - 1, 1) / 2 / s, 1.0], dtype=x.dtype, device=x.device)
             inv = inv * d.reciprocal()[:, None] * d[None, :]
-        grid = F.affine_grid(inv[:, :2, :], list(x.shape), align_corners=True)
+        grid = sampling_grid(inv, h, w)
         if self.padding_mode == "constant":
             # grid_sample pads with zeros; shifting by the fill value makes the padding equal `fill`.
             out = F.grid_sample(x - self.fill, grid, mode=self.interpolation, padding_mode="zeros",
@@ -134,3 +134,17 @@ class AffineGroup(Group):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, interpolation={self.interpolation!r}, "
                 f"padding_mode={self.padding_mode!r}, fill={self.fill}")
+
+
+def sampling_grid(inv: Tensor, h: int, w: int) -> Tensor:
+    """``F.affine_grid(inv[:, :2], align_corners=True)`` by broadcasting, shape ``(N, H, W, 2)``.
+
+    affine_grid multiplies every pixel's homogeneous coordinate by the matrix in a batched matmul
+    with an inner dimension of 3, which cost 9% of a stage-1 step on a CPU (docs/results.md §2);
+    the two affine maps of separable coordinates are one broadcast add each.
+    """
+    xs, ys = (torch.linspace(-1.0, 1.0, n, dtype=inv.dtype, device=inv.device) if n > 1
+              else torch.zeros(1, dtype=inv.dtype, device=inv.device) for n in (w, h))  # as affine_grid
+    rows = inv[:, :2, :, None, None]  # (N, 2, 3, 1, 1)
+    grid = rows[:, :, 0] * xs + (rows[:, :, 1] * ys[:, None] + rows[:, :, 2])  # (N, 2, H, W)
+    return grid.permute(0, 2, 3, 1)

@@ -39,6 +39,7 @@ class InferenceConfig:
     symmetric: bool = True
     augment_scale: float = 1.0
     image_size: int | None = None
+    upright_weight: float | None = None  # canonicalisation prior; None: 1.0 for an equivariant head (InvarianceLoss)
     val_every: int = 500
     val_size: int = 512
     log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
@@ -46,11 +47,13 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
                             positive=("lr", "sigma_lr", "clip_norm", "augment_scale"),
-                            non_negative=("inv_weight", "blur_sigma", "blur_fraction"))
+                            non_negative=("inv_weight", "blur_sigma", "blur_fraction", "upright_weight"),
+                            optional=("upright_weight",))
 
     def loss(self) -> InvarianceLoss:
         return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,
-                              augment_scale=self.augment_scale, image_size=self.image_size)
+                              augment_scale=self.augment_scale, image_size=self.image_size,
+                              upright_weight=self.upright_weight)
 
 
 def check_pooled_inputs(image_size: int | None, sizes: dict[str, int | None]) -> None:

@@ -43,14 +43,23 @@ class BoxNormal(dist.TorchDistribution):
         loc, scale: ``(..., dim)`` mean and standard deviation of the unconstrained ``u``.
         offset, bounds: ``(dim,)`` box centre and half-widths.
         squash: whether ``tanh`` enforces the box (otherwise ``η = offset + bounds · u`` on ℝ).
+        circular: index of an unsquashed coordinate whose box is the whole circle (a rotation with
+            half-width π). Its draws are wrapped into the box and its density is that of the wrapped
+            normal, ``Σ_k N(u + 2k; μ, σ)`` in box units: a rotation by ``π + δ`` is the rotation by
+            ``−π + δ``, and a pose head that reads the angle off the circle puts means near ±π, where
+            an unwrapped draw would leave the support of every prior on the box.
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = True
 
-    def __init__(self, loc: Tensor, scale: Tensor, offset: Tensor, bounds: Tensor, squash: bool) -> None:
+    def __init__(self, loc: Tensor, scale: Tensor, offset: Tensor, bounds: Tensor, squash: bool,
+                 circular: int | None = None) -> None:
         self.loc, self.scale = torch.broadcast_tensors(loc, scale)
         self.offset, self.bounds, self.squash = offset, bounds, bool(squash)
+        if circular is not None and self.squash:
+            raise ValueError("circular wrapping applies to unsquashed coordinates only")
+        self.circular = circular
         self._cache: tuple[Tensor, Tensor] | None = None  # (η, u) of the latest draw
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=False)
 
@@ -62,10 +71,14 @@ class BoxNormal(dist.TorchDistribution):
 
     def expand(self, batch_shape, _instance=None) -> BoxNormal:
         shape = Size(batch_shape) + self.event_shape
-        return BoxNormal(self.loc.expand(shape), self.scale.expand(shape), self.offset, self.bounds, self.squash)
+        return BoxNormal(self.loc.expand(shape), self.scale.expand(shape), self.offset, self.bounds, self.squash,
+                         self.circular)
 
     def to_box(self, u: Tensor) -> Tensor:
-        """``offset + bounds · squash(u)`` (the group's ``to_box``)."""
+        """``offset + bounds · squash(u)`` (the group's ``to_box``), the circular coordinate wrapped."""
+        if self.circular is not None:
+            c = self.circular
+            u = torch.cat([u[..., :c], wrap_unit(u[..., c:c + 1]), u[..., c + 1:]], dim=-1)
         return self.offset + self.bounds * (torch.tanh(u) if self.squash else u)
 
     def rsample(self, sample_shape: Size = Size()) -> Tensor:
@@ -78,7 +91,14 @@ class BoxNormal(dist.TorchDistribution):
     def log_prob_unconstrained(self, u: Tensor) -> Tensor:
         """``log q`` of the η whose pre-image is ``u: (..., dim)``, shape ``(...)``."""
         z = (u - self.loc) / self.scale
-        lp = (-0.5 * z.square() - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_n = -0.5 * z.square()
+        if self.circular is not None:
+            # the wrapped normal: images of the draw one, two turns away (σ of a rotation is < π in practice)
+            c = self.circular
+            d = wrap_unit(u[..., c] - self.loc[..., c])[..., None] + 2.0 * WRAPS.to(u)
+            wrapped = torch.logsumexp(-0.5 * (d / self.scale[..., c, None]).square(), dim=-1)
+            log_n = torch.cat([log_n[..., :c], wrapped[..., None], log_n[..., c + 1:]], dim=-1)
+        lp = (log_n - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         lp = lp - self.bounds.log().sum(-1)
         if self.squash:
             lp = lp - log1m_tanh2(u).sum(-1)
@@ -96,6 +116,14 @@ class BoxNormal(dist.TorchDistribution):
         lp = self.log_prob_unconstrained(u.to(self.loc.dtype))
         # u = ±inf: η outside the (closed) box, where q has no mass (avoid -inf + inf = NaN).
         return torch.where(torch.isfinite(u).all(-1), lp, torch.full_like(lp, -math.inf))
+
+
+WRAPS = torch.arange(-2.0, 3.0)
+
+
+def wrap_unit(u: Tensor) -> Tensor:
+    """``u`` wrapped into ``[-1, 1)``: the box coordinate of a full-circle rotation, period 2."""
+    return torch.remainder(u + 1.0, 2.0) - 1.0
 
 
 def nearest_preimage(eta: Tensor, loc: Tensor, offset: Tensor, bounds: Tensor) -> Tensor:

@@ -57,9 +57,10 @@ def normal_prior(x_hat):
 
 def rot_model(prior=normal_prior, pixel_scale=0.1, sigma_init=0.3):
     g = sgm_pyro.AffineGroup(bounds=(math.pi,), generators=("rot",))
-    # A wide guide (η std ≈ π·0.3) so that it covers the prior: the proposal must dominate the target.
+    # A wide guide (η std ≈ π·0.3) centred at the identity (the zero-initialised reference head) so that
+    # it covers the prior: the proposal must dominate the target.
     return sgm_pyro.SGM(g, SHAPE, prior, pixel_scale=pixel_scale,
-                        inference_kwargs=dict(hidden=(16,), sigma_init=sigma_init),
+                        inference_kwargs=dict(hidden=(16,), sigma_init=sigma_init, rotation_head="real"),
                         prior_kwargs=dict(feature_hidden=(16,), hidden=(16,)))
 
 

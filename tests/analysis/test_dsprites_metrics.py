@@ -185,8 +185,8 @@ def test_metrics_run_on_an_sgm(data):
     x, lat = data
     x, shapes = x[:12], lat["shape"][:12]
     group = AffineGroup((0.75, 0.75, math.pi, 0.75, 0.75), squash=True)
-    model = SGM(group, (1, 64, 64), "box", inference_kwargs={"hidden": (8,)}).eval()
-    # The inference network starts at the identity, so its prototypes are the images themselves.
+    model = SGM(group, (1, 64, 64), "box", inference_kwargs={"hidden": (8,), "rotation_head": "real"}).eval()
+    # The reference head starts at the identity, so its prototypes are the images themselves.
     seed = 5
     ours = invariance_metrics(model, x, shapes, generator=torch.Generator().manual_seed(seed))
     stub = invariance_metrics(StubModel(group=group), x, shapes, generator=torch.Generator().manual_seed(seed))

@@ -53,7 +53,7 @@ def test_non_symmetric_variant_and_invertibility_term():
     torch.manual_seed(1)
     g = make_group()
     x = torch.cat([off_centre_blob(angle=a) for a in (0.0, 2.0)])
-    oracle = OracleRotation(g, (1, 33, 33), hidden=(4,), sigma_init=1e-9).double()
+    oracle = OracleRotation(g, (1, 33, 33), hidden=(4,), sigma_init=1e-9, rotation_head="real").double()
     terms = InvarianceLoss(num_draws=3, inv_weight=0.25, symmetric=False)(oracle, x)
     assert set(terms) == {"loss", "mse", "inv"}
     assert terms["mse"].item() < 1e-4
@@ -81,13 +81,15 @@ def test_invertibility_term_penalises_content_pushed_out_of_frame():
     assert kept < 1e-6
 
 
-def test_gradients_reach_the_network():
+@pytest.mark.parametrize("head", ["real", "circle", "equivariant"])
+def test_gradients_reach_the_network(head):
     torch.manual_seed(3)
     g = make_group()
-    net = PrototypeInference(g, (1, 33, 33), hidden=(8,)).double()
+    net = PrototypeInference(g, (1, 33, 33), hidden=(8,), rotation_head=head).double()
     x = torch.cat([off_centre_blob(angle=a) for a in (0.0, 1.0)])
     InvarianceLoss(num_draws=2)(net, x)["loss"].backward()
-    last = net.head[-1]
+    # a rotation-only group: the equivariant head alone gives the pose, through its φ
+    last = net.equivariant.phi[-1] if head == "equivariant" else net.head[-1]
     assert last.weight.grad.abs().sum() > 0 and net.log_sigma.grad is not None
 
 
@@ -156,3 +158,49 @@ def test_reaugmented_prototype_uses_the_pose_of_the_random_view():
     assert PriorConfig().reaugment_pose == "mode"
     with pytest.raises(ValueError, match="reaugment_pose"):
         PriorConfig(reaugment_pose="draw")
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7, -2.5, math.pi / 2])
+def test_upright_prior_scores_the_pose_of_the_image_as_given(angle):
+    # the oracle is exactly equivariant, so the views' terms vanish and only the prior remains
+    g = make_group()
+    net = OracleRotation(g, (1, 33, 33), hidden=(4,), sigma_init=1e-12, rotation_head="real").double()
+    x = off_centre_blob(angle=angle)
+    plain = InvarianceLoss(num_draws=2, inv_weight=0.0)(net, x)
+    terms = InvarianceLoss(num_draws=2, inv_weight=0.0, upright_weight=0.5)(net, x)
+    assert "upright" not in plain
+    torch.testing.assert_close(terms["upright"], torch.tensor(1.0 - math.cos(angle), dtype=torch.float64),
+                               atol=2e-3, rtol=0)
+    torch.testing.assert_close(terms["loss"] - plain["loss"], 0.5 * terms["upright"], atol=1e-3, rtol=0)
+
+
+def test_upright_prior_pulls_an_equivariant_head_towards_the_data_as_given():
+    # minimising the prior alone turns the equivariant head's canonical orientation to the image's own
+    torch.manual_seed(0)
+    g = AffineGroup(bounds=(math.pi,), generators=("rot",))
+    net = PrototypeInference(g, (1, 16, 16), hidden=(8,), rotation_head="equivariant", rotation_hidden=(16,))
+    # blobs at different radii: no two are rotations of each other, so equivariance leaves each free
+    x = torch.stack([off_centre_blob(n=16, radius=r, angle=a, sigma=1.5)[0].float()
+                     for r, a in ((2, 0.3), (4, 2.0), (6, -1.5))])
+    loss = InvarianceLoss(num_draws=1, inv_weight=0.0, upright_weight=1.0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = loss(net, x)["upright"].item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss(net, x)["upright"].backward()
+        opt.step()
+    last = loss(net, x)["upright"].item()
+    assert last < 0.1 < first or last < 0.1 * first, (first, last)
+
+
+def test_the_upright_prior_defaults_to_on_for_the_equivariant_head_only():
+    from sgm_pyro.inference.invariance import EQUIVARIANT_UPRIGHT_WEIGHT
+
+    g = make_group()
+    heads = {h: PrototypeInference(g, (1, 16, 16), hidden=(4,), rotation_head=h) for h in ("real", "circle",
+                                                                                          "equivariant")}
+    loss = InvarianceLoss()
+    assert [loss.upright_weight_for(heads[h]) for h in ("real", "circle")] == [0.0, 0.0]
+    assert loss.upright_weight_for(heads["equivariant"]) == EQUIVARIANT_UPRIGHT_WEIGHT > 0
+    assert InvarianceLoss(upright_weight=0.0).upright_weight_for(heads["equivariant"]) == 0.0
+    assert InvarianceLoss(upright_weight=0.3).upright_weight_for(heads["real"]) == 0.3

@@ -69,3 +69,73 @@ def test_the_circle_head_is_used_only_when_the_box_covers_the_circle():
 def test_an_unknown_head_is_refused():
     with pytest.raises(ValueError, match="rotation_head must be one of"):
         inference(False, "quaternion")
+
+
+def smooth_images(n, size=28, seed=0):
+    """Sums of Gaussian blobs inside the disc, so rotations by any angle barely change them."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    c = torch.rand(n, 3, 2, generator=g) - 0.5
+    blobs = sum(torch.exp(-((xx - c[:, j, 0, None, None]) ** 2 + (yy - c[:, j, 1, None, None]) ** 2) / 0.05)
+                for j in range(3))
+    return (blobs[:, None] * 2 - 1).clamp(-1, 1)
+
+
+def wrapped(a):
+    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
+
+
+@pytest.mark.parametrize("squash", [False, True])
+@pytest.mark.parametrize("copies", [4, 8])
+def test_the_equivariant_head_turns_with_the_image_by_construction(squash, copies):
+    torch.manual_seed(0)
+    group = sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25), squash=squash)
+    net = sgm_pyro.PrototypeInference(group, (1, 28, 28), hidden=(16,), rotation_head="equivariant",
+                                      rotation_copies=copies, rotation_hidden=(32,))
+    rot = group.names.index("rot")
+    noise = torch.rand(6, 1, 28, 28) * 2 - 1  # any image: quarter turns of the pixel grid are exact
+    f0 = net.mode(noise)[:, rot]
+    tol = 3e-3 if squash else 1e-4
+    for quarter in (1, 2, -1):
+        turned = torch.rot90(noise, quarter, dims=(-2, -1))
+        eta = group.identity(6)
+        eta[:, rot] = quarter * math.pi / 2
+        # the group's rotation and the grid's quarter turn agree, so the convention is pinned too
+        torch.testing.assert_close(group.apply(noise, eta), turned, atol=1e-4, rtol=0)
+        step = wrapped(net.mode(turned)[:, rot] - f0)
+        assert wrapped(step - quarter * math.pi / 2).abs().max() < tol, (quarter, step)
+    # a digit and its half-turn are told apart from the first step: their poses are 180° apart
+    x = smooth_images(6)
+    half = wrapped(net.mode(torch.rot90(x, 2, dims=(-2, -1)))[:, rot] - net.mode(x)[:, rot])
+    assert (half.abs() - math.pi).abs().max() < tol
+    # between the cyclic group's angles it is only approximately equivariant (before any training: a
+    # random φ); with 8 copies, smooth images stay close
+    if copies == 8:
+        eta = group.identity(6)
+        eta[:, rot] = 0.3
+        off = wrapped(net.mode(group.apply(x, eta))[:, rot] - net.mode(x)[:, rot] - 0.3)
+        assert off.abs().max() < 0.5
+    q = net.distribution(x)
+    assert torch.isfinite(q.log_prob(q.rsample())).all()
+
+
+def test_the_equivariant_head_falls_back_to_the_real_head_on_a_partial_box():
+    group = sgm_pyro.AffineGroup(bounds=(0.5, 0.5, 1.0, 0.5, 0.5))
+    net = sgm_pyro.PrototypeInference(group, (1, 8, 8), hidden=(16,), rotation_head="equivariant")
+    assert net.rotation_head == "real" and net.equivariant is None
+    assert torch.equal(net.mode(torch.zeros(2, 1, 8, 8)), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("copies,size", [(4, 12), (8, 12), (12, 12), (6, 12), (8, (10, 14))])
+def test_the_rotated_copies_equal_one_warp_each(copies, size):
+    from sgm_pyro.models.equivariant_angle import EquivariantPoint
+    h, w = (size, size) if isinstance(size, int) else size
+    group = sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25))
+    point = EquivariantPoint((1, h, w), copies=copies)
+    x = torch.rand(3, 1, h, w) * 2 - 1
+    got = point.rotated_copies(x, group, 2)  # quarter turns by rot90 where the grid allows it
+    eta = torch.zeros(copies, 3, 5)
+    eta[..., 2] = -2 * math.pi * torch.arange(copies)[:, None] / copies
+    eta[..., 2] = wrapped(eta[..., 2])
+    want = group.apply(x.expand(copies, *x.shape).reshape(-1, 1, h, w), eta.reshape(-1, 5))
+    torch.testing.assert_close(got.reshape(-1, 1, h, w), want, atol=1e-5, rtol=0)

@@ -94,9 +94,10 @@ def test_queries_shapes_and_pose_convention():
 
 def test_user_prior_program_is_used_and_fitted_by_stage_two():
     torch.manual_seed(0)
-    m = tiny_model(prior=gaussian_user_prior)
+    m = tiny_model(prior=gaussian_user_prior, inference_kwargs=dict(hidden=(16,), rotation_head="real"))
     x = bars(64)
-    # With an untrained f_ω the poses are q's noise: π · N(0, 0.01) has standard deviation 0.0314.
+    # With an untrained f_ω (the reference head, at the identity) the poses are q's noise: π · N(0, 0.01)
+    # has standard deviation 0.0314.
     m.fit(x, inference_steps=0, prior_steps=150, batch_size=32, progress=False, prior_lr=0.05)
     proto = m.prototype(x)
     draws = m.sample_eta(proto, 2000)

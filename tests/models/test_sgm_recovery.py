@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 import sgm_pyro
@@ -58,13 +59,14 @@ def fit_rotation_only(x, rotation_head="circle", seed=0):
     return model
 
 
-def test_fully_rotated_data_gets_a_wide_density_and_unrotated_data_a_narrow_one():
+@pytest.mark.parametrize("rotation_head", ["circle", "equivariant"])
+def test_fully_rotated_data_gets_a_wide_density_and_unrotated_data_a_narrow_one(rotation_head):
     from sgm_pyro.analysis import circular_std_deg
     full, _ = dataset(256, narrow_deg=180, wide_deg=180, seed=0)
     upright, _ = dataset(256, narrow_deg=0, wide_deg=0, seed=0)
     stds = {}
     for name, x in (("full", full), ("upright", upright)):
-        model = fit_rotation_only(x)
+        model = fit_rotation_only(x, rotation_head)
         test = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:64]]
         draws = model.sample_eta(model.prototype(test), 400)[..., 0]  # (S, N)
         stds[name] = circular_std_deg(draws, dim=0).median().item()
