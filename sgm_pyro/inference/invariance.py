@@ -11,10 +11,10 @@ from ..models.prototype import PrototypeInference
 from ..nn import downsample_to
 
 
-# Measured on MNIST (docs/results.md §8): 1.0 narrows the ±15° densities below the reference head's
-# (median class 18° against 24°) and leaves the ±180° ones spread over the circle; 0.02 is too weak
-# to matter at ±15°, 0.2 halfway.
-EQUIVARIANT_UPRIGHT_WEIGHT = 1.0
+# Measured on MNIST (docs/results.md §8): 3.0 narrows the ±15° densities to a median class of 16.5°
+# (reference head: 24°) and leaves the ±180° ones spread over the circle (108°–134°); 0.2 and 1.0
+# give 22° and 18° at ±15°; 0.02 is too weak to matter.
+EQUIVARIANT_UPRIGHT_WEIGHT = 3.0
 
 
 @dataclass

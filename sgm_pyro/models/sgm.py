@@ -23,6 +23,10 @@ from .prototype import PrototypeInference
 from .trainers import loop
 
 
+# version 2 records the pose head; version 1 files were written while the reference head was the default
+FORMAT = "sgm-pyro/SGM/2"
+
+
 class SGM(PyroModule):
     """``x = T_η(x̂)``, ``η ~ p_ψ(η | x̂)``, with prototypes ``x̂ = T_{f_ω(x)}⁻¹(x)``.
 
@@ -60,6 +64,8 @@ class SGM(PyroModule):
                         "pixel_scale": self.pixel_scale, "prior": None}
         self.inference = inference if inference is not None else \
             PrototypeInference(group, self.image_shape, **(inference_kwargs or {}))
+        # saved explicitly, so that a later change of the default head cannot change a loaded model
+        self._config["inference_kwargs"].setdefault("rotation_head", self.inference.rotation_head)
         if prior is None or isinstance(prior, str):
             name = prior or "flow"
             self._config["prior"] = name
@@ -208,7 +214,7 @@ class SGM(PyroModule):
 
     def save(self, path) -> None:
         """Write the configuration and weights atomically as CPU tensors (loadable with ``weights_only=True``)."""
-        save_atomic({"format": "sgm-pyro/SGM/1", "config": self.config(), "state_dict": self.state_dict(),
+        save_atomic({"format": FORMAT, "config": self.config(), "state_dict": self.state_dict(),
                      "history": self.history, "pyro_params": encode_param_state(self.pyro_param_state)}, path)
 
     @classmethod
@@ -218,9 +224,11 @@ class SGM(PyroModule):
         Models are saved as CPU tensors (:meth:`save`), so a model fitted on a GPU loads anywhere.
         """
         ckpt = load_checkpoint(path)  # CPU first; moved below with the free pyro.params
-        if ckpt.get("format") != "sgm-pyro/SGM/1":
+        if ckpt.get("format") not in (FORMAT, "sgm-pyro/SGM/1"):
             raise CheckpointError(f"{path} is not an SGM checkpoint (format {ckpt.get('format')!r})")
         cfg = ckpt["config"]
+        if ckpt["format"] == "sgm-pyro/SGM/1":  # saved when the reference head was the default
+            cfg["inference_kwargs"] = {"rotation_head": "real", **cfg["inference_kwargs"]}
         if cfg["prior"] is None and prior is None:
             raise ValueError(f"{path} was saved with a user-supplied prior program; pass it as SGM.load(..., prior=...)")
         model = cls(make_group(**cfg["group"]), cfg["image_shape"], prior if prior is not None else cfg["prior"],

@@ -47,8 +47,9 @@ def test_model_and_guide_sites_and_plates():
 
 
 def test_guide_log_density_is_the_normal_of_spec_3():
-    # Unsquashed box of half-width π: q(η | x) = N(π μ(x), π σ), a closed form independent of the code.
-    m = tiny_model(inference_kwargs=dict(hidden=(16,), sigma_init=0.2))
+    # Unsquashed box of half-width π: q(η | x) = N(π μ(x), π σ) wrapped onto the circle, a closed form
+    # independent of the code (the reference head, whose μ is any real number).
+    m = tiny_model(inference_kwargs=dict(hidden=(16,), sigma_init=0.2, rotation_head="real"))
     with torch.no_grad():
         m.inference.head[-1].weight.normal_(0, 0.5)  # a pose that depends on x
     x = bars(4)
@@ -58,8 +59,11 @@ def test_guide_log_density_is_the_normal_of_spec_3():
     eta = tr.nodes["eta"]["value"]
     pose = m.inference.mode(x)
     assert pose.std() > 0.01
-    expected = dist.Normal(pose, math.pi * 0.2).log_prob(eta).sum(-1)
-    torch.testing.assert_close(tr.nodes["eta"]["log_prob"], expected, rtol=1e-5, atol=1e-5)
+    # a full-circle rotation: draws are wrapped into the box and q is the wrapped normal
+    assert eta.abs().max() <= math.pi
+    turns = torch.stack([dist.Normal(pose, math.pi * 0.2).log_prob(eta + 2 * math.pi * k) for k in range(-3, 4)])
+    expected = torch.logsumexp(turns, 0).sum(-1)
+    torch.testing.assert_close(tr.nodes["eta"]["log_prob"], expected, rtol=1e-5, atol=1e-4)
 
 
 def test_vectorised_particles_broadcast_through_the_model():
@@ -234,3 +238,25 @@ def test_log_prob_eta_matches_monte_carlo():
         exact = torch.trapezoid(logp.exp(), grid).item()
         frac = ((draws[:, i] > lo) & (draws[:, i] < hi)).float().mean().item()
         assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 20000) + 1e-3, (i, frac, exact)
+
+
+def test_a_checkpoint_of_format_1_loads_with_the_reference_head(tmp_path):
+    # files written before the equivariant head became the default named no head: they used "real"
+    from sgm_pyro.checkpoint import load_checkpoint, save_atomic
+
+    old = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head="real"))
+    assert old.config()["inference_kwargs"]["rotation_head"] == "real"
+    old.save(tmp_path / "m.pt")
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ckpt["format"] = "sgm-pyro/SGM/1"
+    del ckpt["config"]["inference_kwargs"]["rotation_head"]
+    save_atomic(ckpt, tmp_path / "v1.pt")
+    loaded = sgm_pyro.SGM.load(tmp_path / "v1.pt")
+    assert loaded.inference.rotation_head == "real"
+    x = bars(4)
+    torch.testing.assert_close(loaded.infer_eta(x), old.eval().infer_eta(x))
+    # a new file records the head it was built with, the default included
+    new = tiny_model()
+    assert new.config()["inference_kwargs"]["rotation_head"] == "equivariant"
+    new.save(tmp_path / "v2.pt")
+    assert sgm_pyro.SGM.load(tmp_path / "v2.pt").inference.rotation_head == "equivariant"
