@@ -67,7 +67,8 @@ def stage1_step(size: int, batch: int, device: torch.device, rotation_head: str 
 def stage2_steps(size: int, batch: int, device: torch.device):
     """(the library's stage-2 step, a hand-written torch step); the first must run in a param store scope."""
     g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
-    model = sgm_pyro.SGM(g, (1, size, size)).to(device)
+    # the reference pose head, so that the figure stays the reference's (re-augmentation runs it)
+    model = sgm_pyro.SGM(g, (1, size, size), inference_kwargs=dict(rotation_head="real")).to(device)
     x = torch.rand(batch, 1, size, size, device=device) * 2 - 1
     cfg = PriorConfig(steps=1000, batch_size=batch)
     prior = model.prior.train()

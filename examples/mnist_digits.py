@@ -112,7 +112,7 @@ def main(argv=None) -> None:
                    help="pose head for the rotation: the equivariant point (default, the library's), a point on the "
                         "circle, or one real number (the reference)")
     p.add_argument("--upright-weight", type=float, default=None,
-                   help="canonicalisation prior of stage 1 (InferenceConfig.upright_weight; default: 3.0 for the "
+                   help="canonicalisation prior of stage 1 (InferenceConfig.upright_weight; default: 0.2 for the "
                         "equivariant head, 0 for the others)")
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--samples", type=int, default=200)

@@ -103,8 +103,9 @@ def test_seeded_iwlb_samples_the_guide_once_per_chunk_and_matches_one_particle_a
     slow_bound, slow_log_w = iwlb(model.model, guide, x, num_samples=12, chunk_size=6, seed=5,
                                   return_log_weights=True)
     assert len(calls) == 1 + 2 * (6 + 1)  # per chunk: 6 single-particle passes and a replay
-    torch.testing.assert_close(log_w, slow_log_w, rtol=0, atol=1e-5)
-    torch.testing.assert_close(bound, slow_bound, rtol=0, atol=1e-5)
+    # the same draws; only float32 rounding of the batched networks differs (log weights of order 10-100)
+    torch.testing.assert_close(log_w, slow_log_w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bound, slow_bound, rtol=1e-5, atol=1e-5)
 
 
 def test_particle_streams_give_each_particle_its_own_seeded_draws():

@@ -28,7 +28,7 @@ def register(sub) -> None:
     add_out_device(demo, "output folder (figures, metrics.json, checkpoints; default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--budget", choices=("demo", "long"), default="demo",
-                      help="'demo' fits about 15 minutes on 2 CPU cores; 'long' is the longer reported budget")
+                      help="'demo' takes about 7 minutes on 2 CPU cores; 'long' is the longer reported budget")
     demo.add_argument("--inference-steps", type=int, default=None, help="override the stage-1 step count")
     demo.add_argument("--prior-steps", type=int, default=None, help="override the stage-2 step count")
     demo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

@@ -59,6 +59,8 @@ class RecoverySettings:
     # single-number head, stage 1 of c4-glyph misplaces two of the four modes (pose W1 44°, seed 0).
     # partial-affine and color-affine keep the circle head they were measured with (docs/recovery.md).
     rotation_head: str = "equivariant"
+    # the canonicalisation prior of stage 1 (InferenceConfig.upright_weight; None: the library default)
+    upright_weight: float | None = None
     net_input_size: int | None = 16
     # Stage 1 computes its warps at this size (the pose network sees it anyway): a quarter of the cost.
     loss_image_size: int | None = 16
@@ -191,7 +193,8 @@ def run_task(name: str, out: str | Path, *, seed: int = 0, settings: RecoverySet
     start = time.perf_counter()
     stage1 = dict(inference_lr=s.inference_lr, inference_num_draws=s.num_draws, inference_inv_weight=s.inv_weight,
                   inference_blur_sigma=s.blur_sigma, inference_image_size=s.loss_image_size,
-                  inference_blur_fraction=s.blur_fraction, inference_augment_scale=s.augment_scale)
+                  inference_blur_fraction=s.blur_fraction, inference_augment_scale=s.augment_scale,
+                  inference_upright_weight=s.upright_weight)
     stage2 = dict(prior_augment_scale=s.prior_augment_scale, prior_lr=s.prior_lr, prior_num_draws=s.num_draws)
     common = dict(val_images=val.images, device=device, seed=seed, progress=progress)
     if s.prior_batch_size is None:

@@ -39,7 +39,7 @@ class InferenceConfig:
     symmetric: bool = True
     augment_scale: float = 1.0
     image_size: int | None = None
-    upright_weight: float | None = None  # canonicalisation prior; None: 3.0 for an equivariant head (InvarianceLoss)
+    upright_weight: float | None = None  # canonicalisation prior; None: 0.2 for an equivariant head (InvarianceLoss)
     val_every: int = 500
     val_size: int = 512
     log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
