@@ -63,10 +63,12 @@ class EquivariantPoint(nn.Module):
         n, k = x.shape[0], self.copies
         square = x.shape[-1] == x.shape[-2] and k % 4 == 0
         m = k // 4 if square else k
-        eta = x.new_zeros(m - 1, n, group.dim)
-        eta[..., index] = self.undo[1:m].to(x.dtype)[:, None]
-        warped = group.apply(x.expand(m - 1, *x.shape).reshape(-1, *x.shape[1:]), eta.reshape(-1, group.dim))
-        base = torch.cat([x[None], warped.reshape(m - 1, *x.shape)])  # (m, N, C, H, W)
+        base = x[None]
+        if m > 1:  # with 4 copies of a square image every copy is a quarter turn: nothing to interpolate
+            eta = x.new_zeros(m - 1, n, group.dim)
+            eta[..., index] = self.undo[1:m].to(x.dtype)[:, None]
+            warped = group.apply(x.expand(m - 1, *x.shape).reshape(-1, *x.shape[1:]), eta.reshape(-1, group.dim))
+            base = torch.cat([base, warped.reshape(m - 1, *x.shape)])  # (m, N, C, H, W)
         if not square:
             return base
         # copy j + m q is base j turned back by q quarter turns

@@ -83,21 +83,19 @@ class PrototypeInference(PyroModule):
         c, h, w = self.image_shape
         if input_size is not None:
             h = w = int(input_size)
-        if net == "mlp":
+        self.circle = circular_index(group) if rotation_head != "real" else None
+        self.rotation_head = rotation_head if self.circle is not None else "real"
+        # with the equivariant head a rotation-only group needs no other network
+        only_rotation = self.rotation_head == "equivariant" and group.dim == 1
+        if net == "mlp" or only_rotation:
             self.features = nn.Identity()
             width = c * h * w
         else:
             self.features = ConvFeatures((c, h, w), channels)
             width = self.features.out_features
-        self.circle = circular_index(group) if rotation_head != "real" else None
-        self.rotation_head = rotation_head if self.circle is not None else "real"
         # the circle head emits one extra output: (c, s) of the rotation replaces its single number
-        # with the equivariant head a rotation-only group needs no other network
-        only_rotation = self.rotation_head == "equivariant" and group.dim == 1
         self.head = None if only_rotation else MLP(width, hidden, group.dim + (self.rotation_head == "circle"),
                                                    zero_last=True)
-        if only_rotation:
-            self.features = nn.Identity()
         self.equivariant = (EquivariantPoint(self.image_shape, copies=rotation_copies, hidden=rotation_hidden,
                                              input_size=min(input_size or 32, 32))
                             if self.rotation_head == "equivariant" else None)
