@@ -45,6 +45,8 @@ class DemoConfig:
     # stage 2 re-augments at full size: at 32x32 the prior told squares from hearts badly (docs/results.md §3)
     prior_image_size: int | None = None
     rotation_head: str = "circle"
+    # orders of the equivariant head's points (PrototypeInference(rotation_harmonics=...))
+    rotation_harmonics: tuple[int, ...] = (1,)
     net_hidden: tuple[int, ...] = (512, 256)
     prior_input_size: int = 32
     prior_feature_hidden: tuple[int, ...] = (256,)
@@ -71,7 +73,7 @@ def build_model(cfg: DemoConfig) -> SGM:
     group = AffineGroup(bounds=cfg.bounds, squash=True)
     return SGM(group, (1, 64, 64),
                inference_kwargs=dict(net=cfg.net, input_size=cfg.net_input_size, hidden=list(cfg.net_hidden),
-                                     rotation_head=cfg.rotation_head),
+                                     rotation_head=cfg.rotation_head, rotation_harmonics=list(cfg.rotation_harmonics)),
                prior_kwargs=dict(input_size=cfg.prior_input_size, feature_hidden=list(cfg.prior_feature_hidden),
                                  hidden=list(cfg.prior_hidden), transforms=cfg.prior_transforms))
 

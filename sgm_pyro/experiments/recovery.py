@@ -59,6 +59,10 @@ class RecoverySettings:
     # single-number head, stage 1 of c4-glyph misplaces two of the four modes (pose W1 44°, seed 0).
     # partial-affine and color-affine keep the circle head they were measured with (docs/recovery.md).
     rotation_head: str = "equivariant"
+    # orders of the equivariant head's points (PrototypeInference(rotation_harmonics=...))
+    rotation_harmonics: tuple[int, ...] = (1,)
+    # the hue's head where its box is the whole colour circle (PrototypeInference(hue_head=...))
+    hue_head: str = "equivariant"
     # the canonicalisation prior of stage 1 (InferenceConfig.upright_weight; None: the library default)
     upright_weight: float | None = None
     net_input_size: int | None = 16
@@ -81,7 +85,11 @@ SETTINGS: dict[str, RecoverySettings] = {
     "partial-affine": RecoverySettings(augment_scale=0.5, prior_augment_scale=0.5, inv_weight=1.0,
                                        inference_steps=500, prior_steps=400, num_draws=1, blur_sigma=1.0,
                                        blur_fraction=0.1, rotation_head="circle"),
-    "color-affine": RecoverySettings(rotation_head="circle"),
+    # Stage 2 re-augments within a quarter of the box: from 0.75 of it, views with saturation up to
+    # e^1.7 times the data's clip, the re-derived prototypes of hearts stop looking like hearts, and
+    # p(η | x̂) of hearts spread over every shape's translations (tx W1 16% to 20% of the range; 3.4% here).
+    "color-affine": RecoverySettings(rotation_head="circle", prior_steps=3000, prior_batch_size=256,
+                                     prior_augment_scale=0.25),
 }
 
 # The goals of issue 12: rotation W1 (degrees) and other coordinates (fraction of the box width).
@@ -97,7 +105,8 @@ def build_model(task: RecoveryTask, s: RecoverySettings) -> SGM:
     """A fresh SGM with the task's group and box and the settings' networks."""
     return SGM(task.make_group(), task.image_shape, s.prior,
                inference_kwargs=dict(net=s.net, input_size=s.net_input_size, hidden=list(s.net_hidden),
-                                     rotation_head=s.rotation_head),
+                                     rotation_head=s.rotation_head, hue_head=s.hue_head,
+                                     rotation_harmonics=list(s.rotation_harmonics)),
                prior_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in s.prior_kwargs.items()})
 
 

@@ -78,3 +78,14 @@ class ColorGroup(Group):
                            _clip_straight_through(s * log_sat.exp()),
                            _clip_straight_through(v * log_val.exp())), 1)
         return hsv_to_rgb(hsv) * 2.0 - 1.0
+
+    def hue_shifts(self, x: Tensor, shifts: Tensor) -> Tensor:
+        """``x`` with its hue shifted by each of ``shifts: (K,)``, shape ``(K, N, 3, H, W)``.
+
+        The image is converted to HSV once for all ``K`` shifts (a hue shift is exact: nothing clips).
+        """
+        h, s, v = rgb_to_hsv((x + 1.0) / 2.0).unbind(1)
+        k = shifts.shape[0]
+        hue = torch.remainder(h[None] + shifts.to(x.dtype).view(k, 1, 1, 1), 1.0)
+        hsv = torch.stack((hue, s.expand_as(hue), v.expand_as(hue)), 2).flatten(0, 1)
+        return (hsv_to_rgb(hsv) * 2.0 - 1.0).view(k, *x.shape)

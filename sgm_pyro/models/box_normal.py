@@ -22,6 +22,7 @@ inflates importance weights). A squashed pose network reaches that range on dSpr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
@@ -43,8 +44,8 @@ class BoxNormal(dist.TorchDistribution):
         loc, scale: ``(..., dim)`` mean and standard deviation of the unconstrained ``u``.
         offset, bounds: ``(dim,)`` box centre and half-widths.
         squash: whether ``tanh`` enforces the box (otherwise ``η = offset + bounds · u`` on ℝ).
-        circular: index of an unsquashed coordinate whose box is the whole circle (a rotation with
-            half-width π). Its draws are wrapped into the box and its density is that of the wrapped
+        circular: index (or indices) of unsquashed coordinates whose box is the whole circle (a
+            rotation with half-width π, a hue with half-width 0.5). Their draws are wrapped into the box and its density is that of the wrapped
             normal, ``Σ_k N(u + 2k; μ, σ)`` in box units: a rotation by ``π + δ`` is the rotation by
             ``−π + δ``, and a pose head that reads the angle off the circle puts means near ±π, where
             an unwrapped draw would leave the support of every prior on the box.
@@ -54,10 +55,11 @@ class BoxNormal(dist.TorchDistribution):
     has_rsample = True
 
     def __init__(self, loc: Tensor, scale: Tensor, offset: Tensor, bounds: Tensor, squash: bool,
-                 circular: int | None = None) -> None:
+                 circular: int | Sequence[int] | None = None) -> None:
         self.loc, self.scale = torch.broadcast_tensors(loc, scale)
         self.offset, self.bounds, self.squash = offset, bounds, bool(squash)
-        if circular is not None and self.squash:
+        circular = () if circular is None else (int(circular),) if isinstance(circular, int) else tuple(circular)
+        if circular and self.squash:
             raise ValueError("circular wrapping applies to unsquashed coordinates only")
         self.circular = circular
         self._cache: tuple[Tensor, Tensor] | None = None  # (η, u) of the latest draw
@@ -76,9 +78,11 @@ class BoxNormal(dist.TorchDistribution):
 
     def to_box(self, u: Tensor) -> Tensor:
         """``offset + bounds · squash(u)`` (the group's ``to_box``), the circular coordinate wrapped."""
-        if self.circular is not None:
-            c = self.circular
-            u = torch.cat([u[..., :c], wrap_unit(u[..., c:c + 1]), u[..., c + 1:]], dim=-1)
+        if self.circular:
+            cols = list(u.unbind(-1))
+            for c in self.circular:
+                cols[c] = wrap_unit(cols[c])
+            u = torch.stack(cols, dim=-1)
         return self.offset + self.bounds * (torch.tanh(u) if self.squash else u)
 
     def rsample(self, sample_shape: Size = Size()) -> Tensor:
@@ -92,12 +96,13 @@ class BoxNormal(dist.TorchDistribution):
         """``log q`` of the η whose pre-image is ``u: (..., dim)``, shape ``(...)``."""
         z = (u - self.loc) / self.scale
         log_n = -0.5 * z.square()
-        if self.circular is not None:
+        if self.circular:
             # the wrapped normal: images of the draw one, two turns away (σ of a rotation is < π in practice)
-            c = self.circular
-            d = wrap_unit(u[..., c] - self.loc[..., c])[..., None] + 2.0 * WRAPS.to(u)
-            wrapped = torch.logsumexp(-0.5 * (d / self.scale[..., c, None]).square(), dim=-1)
-            log_n = torch.cat([log_n[..., :c], wrapped[..., None], log_n[..., c + 1:]], dim=-1)
+            cols = list(log_n.unbind(-1))
+            for c in self.circular:
+                d = wrap_unit(u[..., c] - self.loc[..., c])[..., None] + 2.0 * WRAPS.to(u)
+                cols[c] = torch.logsumexp(-0.5 * (d / self.scale[..., c, None]).square(), dim=-1)
+            log_n = torch.stack(cols, dim=-1)
         lp = (log_n - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         lp = lp - self.bounds.log().sum(-1)
         if self.squash:

@@ -24,7 +24,10 @@ from .trainers import loop
 
 
 # version 2 records the pose head; version 1 files were written while the reference head was the default
-FORMAT = "sgm-pyro/SGM/2"
+FORMAT = "sgm-pyro/SGM/3"
+# heads of the older formats, which did not record them
+_OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real"},
+              "sgm-pyro/SGM/2": {"hue_head": "real"}}
 
 
 class SGM(PyroModule):
@@ -66,6 +69,7 @@ class SGM(PyroModule):
             PrototypeInference(group, self.image_shape, **(inference_kwargs or {}))
         # saved explicitly, so that a later change of the default head cannot change a loaded model
         self._config["inference_kwargs"].setdefault("rotation_head", self.inference.rotation_head)
+        self._config["inference_kwargs"].setdefault("hue_head", self.inference.hue_head)
         if prior is None or isinstance(prior, str):
             name = prior or "flow"
             self._config["prior"] = name
@@ -224,11 +228,11 @@ class SGM(PyroModule):
         Models are saved as CPU tensors (:meth:`save`), so a model fitted on a GPU loads anywhere.
         """
         ckpt = load_checkpoint(path)  # CPU first; moved below with the free pyro.params
-        if ckpt.get("format") not in (FORMAT, "sgm-pyro/SGM/1"):
+        if ckpt.get("format") not in (FORMAT, *_OLD_HEADS):
             raise CheckpointError(f"{path} is not an SGM checkpoint (format {ckpt.get('format')!r})")
         cfg = ckpt["config"]
-        if ckpt["format"] == "sgm-pyro/SGM/1":  # saved when the reference head was the default
-            cfg["inference_kwargs"] = {"rotation_head": "real", **cfg["inference_kwargs"]}
+        # saved when the reference heads were the default
+        cfg["inference_kwargs"] = {**_OLD_HEADS.get(ckpt["format"], {}), **cfg["inference_kwargs"]}
         if cfg["prior"] is None and prior is None:
             raise ValueError(f"{path} was saved with a user-supplied prior program; pass it as SGM.load(..., prior=...)")
         model = cls(make_group(**cfg["group"]), cfg["image_shape"], prior if prior is not None else cfg["prior"],

@@ -106,3 +106,16 @@ def test_a_full_circle_rotation_gets_the_wrapped_normal(loc, scale):
 def test_wrapping_is_refused_for_a_squashed_coordinate():
     with pytest.raises(ValueError, match="unsquashed"):
         BoxNormal(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(1), torch.tensor([math.pi]), True, circular=0)
+
+
+def test_two_circular_coordinates_are_wrapped_and_scored_independently():
+    # an unsquashed rotation (half-width π) and hue (offset 0.5, half-width 0.5), both whole circles
+    loc, scale = torch.tensor([[0.9, -0.95]]), torch.tensor([[0.3, 0.2]])
+    off, b = torch.tensor([0.0, 0.5]), torch.tensor([math.pi, 0.5])
+    q = BoxNormal(loc, scale, off, b, False, circular=(0, 1))
+    eta = q.rsample((2000,))
+    assert (eta[..., 0].abs() <= math.pi).all() and ((eta[..., 1] >= 0) & (eta[..., 1] < 1)).all()
+    torch.testing.assert_close(q.log_prob(eta), q.log_prob(eta.clone()), atol=1e-4, rtol=0)
+    one = [BoxNormal(loc[:, i:i + 1], scale[:, i:i + 1], off[i:i + 1], b[i:i + 1], False, circular=0) for i in (0, 1)]
+    point = torch.tensor([[[2.5, 0.05]]])
+    torch.testing.assert_close(q.log_prob(point), one[0].log_prob(point[..., :1]) + one[1].log_prob(point[..., 1:]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sgm_pyro
-from sgm_pyro.models.prototype import circular_index
+from sgm_pyro.models.prototype import circular_index, circular_indices
 
 
 def inference(squash, head="circle", bounds=(0.5, 0.5, math.pi, 0.5, 0.5)):
@@ -139,3 +139,101 @@ def test_the_rotated_copies_equal_one_warp_each(copies, size):
     eta[..., 2] = wrapped(eta[..., 2])
     want = group.apply(x.expand(copies, *x.shape).reshape(-1, 1, h, w), eta.reshape(-1, 5))
     torch.testing.assert_close(got.reshape(-1, 1, h, w), want, atol=1e-5, rtol=0)
+
+
+def galaxy(squash=True, hue_bound=0.5):
+    return sgm_pyro.ProductGroup(sgm_pyro.ColorGroup(bounds=(hue_bound, 2.31, 0.51), offset=(0.5, 0, 0), squash=squash),
+                                 sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25), squash=squash))
+
+
+def hue_wrapped(d):
+    return torch.remainder(d + 0.5, 1.0) - 0.5
+
+
+def test_a_full_colour_circle_is_a_circular_coordinate():
+    g = galaxy()
+    assert circular_indices(g) == (g.names.index("rot"), g.names.index("hue"))
+    assert circular_index(galaxy(hue_bound=0.4), "hue") is None
+    assert circular_indices(sgm_pyro.AffineGroup(bounds=(0.5, 0.5, 1.0, 0.5, 0.5))) == ()
+
+
+@pytest.mark.parametrize("squash", [False, True])
+@pytest.mark.parametrize("rotation_head", ["real", "equivariant"])
+def test_the_equivariant_hue_head_shifts_with_the_image_hue_by_construction(squash, rotation_head):
+    torch.manual_seed(0)
+    g = galaxy(squash)
+    net = sgm_pyro.PrototypeInference(g, (3, 8, 8), hidden=(16,), rotation_head=rotation_head,
+                                      hue_head="equivariant", rotation_hidden=(32,))
+    hue = g.names.index("hue")
+    x = torch.rand(5, 3, 8, 8) * 2 - 1  # any image: a hue shift is pointwise (and 8x8 is not pooled)
+    f0 = net.mode(x)
+    tol = 2e-3 if squash else 1e-5
+    for k in (1, 3, 6):
+        eta = torch.zeros(5, g.dim)
+        eta[:, hue] = k / 8
+        f = net.mode(g.apply(x, eta))
+        assert hue_wrapped(f[:, hue] - f0[:, hue] - k / 8).abs().max() < tol, k
+        assert (f[:, hue] - g.offset[hue]).abs().max() <= g.bounds[hue]  # written inside the box
+    q = net.distribution(x)
+    assert torch.isfinite(q.log_prob(q.rsample())).all()
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_the_circle_hue_head_starts_at_the_box_centre_and_reaches_every_hue(squash):
+    g = galaxy(squash)
+    net = sgm_pyro.PrototypeInference(g, (3, 8, 8), hidden=(16,), rotation_head="circle", hue_head="circle")
+    hue, rot = g.names.index("hue"), g.names.index("rot")
+    # one extra output per coordinate read off a point: rotation's, then hue's
+    assert net.head[-1].out_features == g.dim + 2
+    x = torch.rand(3, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(net.mode(x), g.offset.expand(3, -1))  # zero outputs: the box centre
+    last = net.head[-1]
+    for h in (0.1, 0.45, 0.9, 0.999):
+        a = 2 * math.pi * (h - 0.5)  # the point's angle is 2π (hue − offset)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[hue] = math.cos(a) - 1.0
+            last.bias[-1] = math.sin(a)
+        got = net.mode(x)
+        torch.testing.assert_close(got[:, hue], torch.full((3,), h), atol=3e-3 if squash else 1e-5, rtol=0)
+        torch.testing.assert_close(got[:, rot], torch.zeros(3))
+
+
+def test_an_unknown_hue_head_is_refused():
+    with pytest.raises(ValueError, match="hue_head must be one of"):
+        sgm_pyro.PrototypeInference(galaxy(), (3, 8, 8), hue_head="quaternion")
+
+
+def test_harmonics_give_symmetric_shapes_a_pose_and_keep_quarter_turns_exact():
+    from sgm_pyro.models.equivariant_angle import EquivariantPoint
+    torch.manual_seed(1)
+    group = sgm_pyro.AffineGroup(bounds=(math.pi,), generators=("rot",))
+    point = EquivariantPoint((1, 16, 16), copies=8, hidden=(32,), harmonics=(4, 2, 1))
+    noise = torch.rand(6, 1, 16, 16) * 2 - 1
+    c2 = noise + torch.rot90(noise, 2, dims=(-2, -1))       # symmetric under a half-turn
+    c4 = c2 + torch.rot90(c2, 1, dims=(-2, -1))             # ... and under a quarter turn
+    size = lambda x: point(x, group, 0).norm(dim=-1)       # (N, harmonics) magnitudes of v_4, v_2, v_1
+    assert (size(c4)[:, 1:] < 1e-4).all() and (size(c4)[:, 0] > 1e-3).all()
+    assert (size(c2)[:, 2] < 1e-4).all() and (size(c2)[:, :2] > 1e-3).all()
+    assert (size(noise) > 1e-3).all()
+    # quarter turns of any image turn the unwrapped angle by exactly a quarter turn
+    a0 = point.angle(noise, group, 0)
+    for q in (1, 2, 3):
+        step = wrapped(point.angle(torch.rot90(noise, q, dims=(-2, -1)), group, 0) - a0 - q * math.pi / 2)
+        assert step.abs().max() < 1e-4, q
+    # an image's half-turn is 180° away, a C2 shape's quarter turn 90° away (modulo its 180° cell)
+    half = wrapped(point.angle(torch.rot90(c2, 1, dims=(-2, -1)), group, 0) - point.angle(c2, group, 0))
+    torch.testing.assert_close(torch.remainder(half, math.pi), torch.full((6,), math.pi / 2), atol=1e-4, rtol=0)
+    # gradients reach every harmonic's φ through the straight-through candidates
+    point.angle(noise, group, 0).sum().backward()
+    grad = point.phi[-1].weight.grad.abs().sum(1).view(3, 2).sum(1)
+    assert (grad > 0).all()
+
+
+def test_bad_harmonics_are_refused():
+    from sgm_pyro.models.equivariant_angle import EquivariantPoint
+    for bad in [(), (3, 2), (2, 4), (8, 1), (0,)]:
+        with pytest.raises(ValueError, match="harmonics"):
+            EquivariantPoint((1, 8, 8), copies=8, harmonics=bad)
+

@@ -260,3 +260,23 @@ def test_a_checkpoint_of_format_1_loads_with_the_reference_head(tmp_path):
     assert new.config()["inference_kwargs"]["rotation_head"] == "equivariant"
     new.save(tmp_path / "v2.pt")
     assert sgm_pyro.SGM.load(tmp_path / "v2.pt").inference.rotation_head == "equivariant"
+
+
+def test_a_checkpoint_of_format_2_loads_with_the_reference_hue_head(tmp_path):
+    from sgm_pyro.checkpoint import load_checkpoint, save_atomic
+
+    group = sgm_pyro.ProductGroup(sgm_pyro.ColorGroup(offset=(0.5, 0, 0)), sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)))
+    old = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,), hue_head="real"))
+    old.save(tmp_path / "m.pt")
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ckpt["format"] = "sgm-pyro/SGM/2"
+    del ckpt["config"]["inference_kwargs"]["hue_head"]
+    save_atomic(ckpt, tmp_path / "v2.pt")
+    assert sgm_pyro.SGM.load(tmp_path / "v2.pt").inference.hue_head == "real"
+    new = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,)))
+    assert new.config()["inference_kwargs"]["hue_head"] == "equivariant"  # the default, recorded
+    new.save(tmp_path / "v3.pt")
+    loaded = sgm_pyro.SGM.load(tmp_path / "v3.pt")
+    assert loaded.inference.hue_head == "equivariant"
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(loaded.infer_eta(x), new.eval().infer_eta(x))
