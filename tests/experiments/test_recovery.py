@@ -99,3 +99,12 @@ def test_sgm_benchmark_recovery_command_is_wired():
     assert args.func is recovery.run_from_args and args.task == ["c4-glyph", "color-affine"] and args.seed == 3
     with pytest.raises(SystemExit):
         build_parser().parse_args(["benchmark", "recovery", "--task", "nope"])
+
+
+def test_the_settings_choose_the_pose_heads():
+    task = get_task("color-affine")
+    default = recovery.build_model(task, recovery.SETTINGS["color-affine"]).inference
+    assert (default.rotation_head, default.hue_head) == ("circle", "equivariant")
+    harmonic = recovery.build_model(task, RecoverySettings(rotation_harmonics=(4, 2, 1), hue_head="real")).inference
+    assert harmonic.equivariant.harmonics == (4, 2, 1) and harmonic.hue_head == "real"
+    assert harmonic.equivariant_hue is None
