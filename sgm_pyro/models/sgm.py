@@ -232,7 +232,10 @@ class SGM(PyroModule):
             raise CheckpointError(f"{path} is not an SGM checkpoint (format {ckpt.get('format')!r})")
         cfg = ckpt["config"]
         # saved when the reference heads were the default
-        cfg["inference_kwargs"] = {**_OLD_HEADS.get(ckpt["format"], {}), **cfg["inference_kwargs"]}
+        old = dict(_OLD_HEADS.get(ckpt["format"], {}))
+        if "rotation_head" in old:  # format 1 named no head, but a circle head has one output more than η
+            old["rotation_head"] = _format1_rotation_head(ckpt["state_dict"], make_group(**cfg["group"]).dim)
+        cfg["inference_kwargs"] = {**old, **cfg["inference_kwargs"]}
         if cfg["prior"] is None and prior is None:
             raise ValueError(f"{path} was saved with a user-supplied prior program; pass it as SGM.load(..., prior=...)")
         model = cls(make_group(**cfg["group"]), cfg["image_shape"], prior if prior is not None else cfg["prior"],
@@ -250,3 +253,12 @@ class SGM(PyroModule):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except RuntimeError as e:  # a checkpoint of another group / image size / architecture
             raise ValueError(f"checkpoint does not match this model (group, image shape or networks differ): {e}") from e
+
+
+def _format1_rotation_head(state: dict, dim: int) -> str:
+    """The pose head of a format-1 file, read off the width of the MLP head's last layer."""
+    last = max((int(k.split(".")[2]) for k in state if k.startswith("inference.head.") and k.endswith(".bias")),
+               default=None)
+    if last is None:
+        return "real"
+    return "circle" if state[f"inference.head.{last}.bias"].shape[0] == dim + 1 else "real"

@@ -240,24 +240,29 @@ def test_log_prob_eta_matches_monte_carlo():
         assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 20000) + 1e-3, (i, frac, exact)
 
 
-def test_a_checkpoint_of_format_1_loads_with_the_reference_head(tmp_path):
-    # files written before the equivariant head became the default named no head: they used "real"
+@pytest.mark.parametrize("head", ["real", "circle"])
+def test_a_checkpoint_of_format_1_loads_with_the_head_it_was_written_with(tmp_path, head):
+    # files written before the equivariant head became the default named no head: they used "real",
+    # or "circle", which is recognised by its extra output (the first session's recovery files)
     from sgm_pyro.checkpoint import load_checkpoint, save_atomic
 
-    old = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head="real"))
-    assert old.config()["inference_kwargs"]["rotation_head"] == "real"
+    old = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head=head))
+    assert old.config()["inference_kwargs"]["rotation_head"] == head
+    torch.nn.init.normal_(old.inference.head[-1].weight)  # away from the identity start
     old.save(tmp_path / "m.pt")
     ckpt = load_checkpoint(tmp_path / "m.pt")
     ckpt["format"] = "sgm-pyro/SGM/1"
     del ckpt["config"]["inference_kwargs"]["rotation_head"]
     save_atomic(ckpt, tmp_path / "v1.pt")
     loaded = sgm_pyro.SGM.load(tmp_path / "v1.pt")
-    assert loaded.inference.rotation_head == "real"
+    assert loaded.inference.rotation_head == head
     x = bars(4)
     torch.testing.assert_close(loaded.infer_eta(x), old.eval().infer_eta(x))
-    # a new file records the head it was built with, the default included
+
+
+def test_a_new_file_records_the_head_it_was_built_with(tmp_path):
     new = tiny_model()
-    assert new.config()["inference_kwargs"]["rotation_head"] == "equivariant"
+    assert new.config()["inference_kwargs"]["rotation_head"] == "equivariant"  # the default, recorded
     new.save(tmp_path / "v2.pt")
     assert sgm_pyro.SGM.load(tmp_path / "v2.pt").inference.rotation_head == "equivariant"
 
