@@ -45,10 +45,11 @@ class BoxNormal(dist.TorchDistribution):
         offset, bounds: ``(dim,)`` box centre and half-widths.
         squash: whether ``tanh`` enforces the box (otherwise ``η = offset + bounds · u`` on ℝ).
         circular: index (or indices) of unsquashed coordinates whose box is the whole circle (a
-            rotation with half-width π, a hue with half-width 0.5). Their draws are wrapped into the box and its density is that of the wrapped
-            normal, ``Σ_k N(u + 2k; μ, σ)`` in box units: a rotation by ``π + δ`` is the rotation by
-            ``−π + δ``, and a pose head that reads the angle off the circle puts means near ±π, where
-            an unwrapped draw would leave the support of every prior on the box.
+            rotation with half-width π, a hue with half-width 0.5). Their draws are wrapped into the
+            box and their density is that of the wrapped normal, ``Σ_k N(u + 2k; μ, σ)`` in box units:
+            a rotation by ``π + δ`` is the rotation by ``−π + δ``, and a pose head that reads the angle
+            off the circle puts means near ±π, where an unwrapped draw would leave the support of
+            every prior on the box.
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
@@ -126,9 +127,14 @@ class BoxNormal(dist.TorchDistribution):
 WRAPS = torch.arange(-2.0, 3.0)
 
 
+def wrap_period(t: Tensor, period: float) -> Tensor:
+    """``t`` wrapped into ``[-period / 2, period / 2)``."""
+    return torch.remainder(t + period / 2, period) - period / 2
+
+
 def wrap_unit(u: Tensor) -> Tensor:
-    """``u`` wrapped into ``[-1, 1)``: the box coordinate of a full-circle rotation, period 2."""
-    return torch.remainder(u + 1.0, 2.0) - 1.0
+    """``u`` wrapped into ``[-1, 1)``: the box coordinate of a full-circle rotation or hue, period 2."""
+    return wrap_period(u, 2.0)
 
 
 def nearest_preimage(eta: Tensor, loc: Tensor, offset: Tensor, bounds: Tensor) -> Tensor:

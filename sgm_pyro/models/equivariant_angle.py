@@ -10,15 +10,11 @@ from torch import Tensor, nn
 
 from ..groups import Group, ProductGroup
 from ..nn import MLP, downsample_to
+from .box_normal import wrap_period
 
 
 # Coordinates of a group that live on a circle, and their periods in the group's units.
 PERIODS = {"rot": 2 * math.pi, "hue": 1.0}
-
-
-def wrap_period(t: Tensor, period: float) -> Tensor:
-    """``t`` wrapped into ``[-period / 2, period / 2)``."""
-    return torch.remainder(t + period / 2, period) - period / 2
 
 
 def angle_to_value(angle: Tensor, group: Group, index: int, period: float) -> Tensor:
@@ -91,9 +87,9 @@ class EquivariantPoint(nn.Module):
         angles = 2 * math.pi * torch.arange(self.copies, dtype=torch.float64) / self.copies
         # copy k is shifted back by the k-th element of the cyclic group, in the coordinate's units
         self.register_buffer("shifts", (-angles * self.period / (2 * math.pi)).float(), persistent=False)
-        orders = torch.tensor(harmonics, dtype=torch.float64)[:, None]
-        self.register_buffer("cos", (orders * angles).cos().float(), persistent=False)  # (harmonics, copies)
-        self.register_buffer("sin", (orders * angles).sin().float(), persistent=False)
+        phases = angles[:, None] * torch.tensor(harmonics, dtype=torch.float64)  # (copies, harmonics)
+        self.register_buffer("cos", phases.cos().float(), persistent=False)
+        self.register_buffer("sin", phases.sin().float(), persistent=False)
 
     def rotated_copies(self, x: Tensor, group: Group, index: int) -> Tensor:
         """``T_{-θ_k} x`` for every k, shape ``(copies, N, C, H, W)``.
@@ -130,7 +126,7 @@ class EquivariantPoint(nn.Module):
         n, k, h = x.shape[0], self.copies, len(self.harmonics)
         rotated = self.rotated_copies(x, group, index).reshape(k * n, *x.shape[1:])
         p = self.phi(rotated).reshape(k, n, h, 2)
-        cos, sin = self.cos.T.to(x.dtype)[:, None], self.sin.T.to(x.dtype)[:, None]  # (copies, 1, harmonics)
+        cos, sin = self.cos.to(x.dtype)[:, None], self.sin.to(x.dtype)[:, None]  # (copies, 1, harmonics)
         return torch.stack([(cos * p[..., 0] - sin * p[..., 1]).sum(0),
                             (sin * p[..., 0] + cos * p[..., 1]).sum(0)], dim=-1)
 

@@ -23,9 +23,9 @@ from .prototype import PrototypeInference
 from .trainers import loop
 
 
-# version 2 records the pose head; version 1 files were written while the reference head was the default
+# version 3 records the rotation and hue heads, version 2 only the rotation head, version 1 neither
 FORMAT = "sgm-pyro/SGM/3"
-# heads of the older formats, which did not record them
+# the heads the older formats were written with (the reference heads were then the default)
 _OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real"},
               "sgm-pyro/SGM/2": {"hue_head": "real"}}
 
@@ -231,14 +231,14 @@ class SGM(PyroModule):
         if ckpt.get("format") not in (FORMAT, *_OLD_HEADS):
             raise CheckpointError(f"{path} is not an SGM checkpoint (format {ckpt.get('format')!r})")
         cfg = ckpt["config"]
-        # saved when the reference heads were the default
+        group = make_group(**cfg["group"])
         old = dict(_OLD_HEADS.get(ckpt["format"], {}))
         if "rotation_head" in old:  # format 1 named no head, but a circle head has one output more than η
-            old["rotation_head"] = _format1_rotation_head(ckpt["state_dict"], make_group(**cfg["group"]).dim)
+            old["rotation_head"] = _format1_rotation_head(ckpt["state_dict"], group.dim)
         cfg["inference_kwargs"] = {**old, **cfg["inference_kwargs"]}
         if cfg["prior"] is None and prior is None:
             raise ValueError(f"{path} was saved with a user-supplied prior program; pass it as SGM.load(..., prior=...)")
-        model = cls(make_group(**cfg["group"]), cfg["image_shape"], prior if prior is not None else cfg["prior"],
+        model = cls(group, cfg["image_shape"], prior if prior is not None else cfg["prior"],
                     inference_kwargs=cfg["inference_kwargs"], prior_kwargs=cfg["prior_kwargs"],
                     pixel_scale=cfg["pixel_scale"])
         model.load_state_dict(ckpt["state_dict"])
