@@ -36,6 +36,7 @@ that ``load_config`` reads back to an equal object (floats are written with ``re
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import math
 import os
@@ -245,17 +246,23 @@ def _coerce(value, tp, where: str):
             return None
         if len(options) == 1:
             return _coerce(value, options[0], where)
+        for option in options:  # e.g. a number, a list or a table (``CoordinateScale``)
+            try:
+                return _coerce(value, option, where)
+            except ValueError:
+                pass
+        raise ValueError(f"{where} must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is int or tp is str or tp is bool:
         if type(value) is tp:
             return value
-    elif origin is list or tp is list:
+    elif origin in (list, collections.abc.Sequence) or tp is list:
         (item,) = typing.get_args(tp) or (object,)
         if isinstance(value, (list, tuple)):
             return [v if item is object else _coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    elif tp is dict or origin is dict:
+    elif tp is dict or origin in (dict, collections.abc.Mapping):
         if isinstance(value, dict):
             return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
     elif is_dataclass(tp):

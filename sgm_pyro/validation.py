@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -88,3 +88,24 @@ def check_config_fields(cfg, *, integers: tuple[str, ...] = (), positive: tuple[
             continue
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{kind}.{name} must be non-negative, got {getattr(cfg, name)!r}")
+
+
+def check_coordinate_scale(value, name: str):
+    """A positive factor for every η coordinate: a number, a sequence of numbers or ``{coordinate: number}``.
+
+    Only the values are checked here; the names and the length are checked against the group where
+    it is known (:meth:`~sgm_pyro.groups.Group.per_coordinate`). Returns ``value`` unchanged.
+    """
+    def bad(v) -> bool:
+        return isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf")
+
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value) or any(bad(v) for v in value.values()):
+            raise ValueError(f"{name} as a mapping must name coordinates and give each a positive number, got {value!r}")
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == 0 or any(bad(v) for v in value):
+            raise ValueError(f"{name} as a sequence must hold one positive number per coordinate, got {value!r}")
+    elif bad(value):
+        raise ValueError(f"{name} must be a positive number, one per coordinate, or {{coordinate: number}}, "
+                         f"got {value!r}")
+    return value

@@ -84,6 +84,9 @@ def test_missing_keys_keep_defaults(tmp_path):
     ("[prior]\nbatch_size = 64\n", r"prior.batch_size \(64\) must equal inference.batch_size \(512\)"),
     ("[inference]\nsteps = 0\n", r"InferenceConfig.steps must be a positive integer"),
     ("[data\n", r"not valid TOML"),
+    ("[inference]\naugment_scale = \"big\"\n", r"inference.augment_scale must be float or Sequence or Mapping"),
+    ("[inference]\naugment_scale = 0\n", r"InferenceConfig.augment_scale must be a positive number"),
+    ("[prior.augment_scale]\ntx = -1\n", r"PriorConfig.augment_scale as a mapping must .* positive number"),
 ])
 def test_bad_config_files_name_the_problem(tmp_path, text, match):
     (tmp_path / "c.toml").write_text(text)
@@ -133,3 +136,14 @@ def test_data_paths_become_absolute(tmp_path, monkeypatch):
     assert mnist.data.root == f"{tmp_path}/data/mnist" and mnist.data.name == "mnist"
     assert absolute_data_paths(tiny_config("/abs/x.npz")).data.name == "npz:/abs/x.npz"
     assert absolute_data_paths(RunConfig()) == RunConfig()  # dsprites: nothing on disk
+
+
+@pytest.mark.parametrize("text, value", [
+    ("[inference]\naugment_scale = 0.5\n", 0.5),
+    ("[inference]\naugment_scale = [0.5, 1, 1, 1, 1]\n", [0.5, 1.0, 1.0, 1.0, 1.0]),
+    ("[inference.augment_scale]\ntx = 0.5\nty = 0.25\n", {"tx": 0.5, "ty": 0.25}),
+])
+def test_view_scale_per_coordinate_from_a_file(tmp_path, text, value):
+    (tmp_path / "c.toml").write_text(text)
+    cfg = load_config(tmp_path / "c.toml")
+    assert cfg.inference.augment_scale == value and to_dict(cfg)["inference"]["augment_scale"] == value

@@ -51,7 +51,7 @@ def _batched(fn, x: Tensor, batch_size: int) -> Tensor:
 
 
 @torch.no_grad()
-def invariance_metrics(model, x: Tensor, labels, *, scale: float = 0.5, generator: torch.Generator | None = None,
+def invariance_metrics(model, x: Tensor, labels, *, scale: float | Mapping[str, float] = 0.5, generator: torch.Generator | None = None,
                        batch_size: int = 512, class_names: Sequence[str] = SHAPE_NAMES,
                        shape_names: Sequence[str] | None = None) -> dict:
     """How invariant the prototypes are, and how tightly they cluster by class.
@@ -62,7 +62,9 @@ def invariance_metrics(model, x: Tensor, labels, *, scale: float = 0.5, generato
         model: exposes ``group`` and ``prototype(x) -> (N, C, H, W)``.
         x: ``(N, C, H, W)`` in ``[-1, 1]``, ``N >= 2`` and not all identical.
         labels: ``(N,)`` integer class labels (dSprites: 0 square, 1 ellipse, 2 heart).
-        scale: transformations ``g`` are uniform on ``offset ± scale · bounds`` of the model's box.
+        scale: transformations ``g`` are uniform on ``offset ± scale · bounds`` of the model's box
+            (a number, or ``{coordinate: number}`` with the others 1; a model fitted on a widened box
+            is compared with others by the same absolute range).
         generator: random generator for ``g`` (on the group's device), for reproducibility.
         batch_size: images per call to ``model.prototype``.
         class_names: names used as keys of ``per_class_spread`` (labels beyond them keep their
@@ -87,7 +89,7 @@ def invariance_metrics(model, x: Tensor, labels, *, scale: float = 0.5, generato
     if n < 2:
         raise ValueError(f"x needs at least 2 images to define the data variance, got {n}")
     labels = _labels(labels, n, "labels")
-    if not scale >= 0:
+    if not isinstance(scale, Mapping) and not scale >= 0:
         raise ValueError(f"scale must be non-negative, got {scale}")
     check_positive_int(batch_size, "batch_size")
     group = model.group
@@ -115,7 +117,7 @@ def invariance_metrics(model, x: Tensor, labels, *, scale: float = 0.5, generato
         "invariance_error": inv_mse / data_variance,
         "invariance_mse": inv_mse,
         "data_variance": data_variance,
-        "scale": float(scale),
+        "scale": dict(scale) if isinstance(scale, Mapping) else float(scale),
         "within_class_spread": within,
         "between_class_spread": between,
         "spread_ratio": within / between if between > 0 else None,

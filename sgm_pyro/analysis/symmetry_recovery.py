@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..groups import Group
@@ -104,11 +105,12 @@ def count_modes(angles, *, period: float = 2 * math.pi, bandwidth: float | None 
     return sorted(modes, key=lambda m: m["location"])
 
 
-def coordinate_w1(group: Group, name: str, a: Tensor, b: Tensor, symmetry: int = 1) -> dict:
+def coordinate_w1(group: Group, name: str, a: Tensor, b: Tensor, symmetry: int = 1,
+                  bound: float | None = None) -> dict:
     """W1 of one η coordinate: ``{"w1": ..., "fraction": ...}`` (rotation: degrees, and fraction of 360°/m).
 
-    ``fraction`` divides by the box width ``2·bound`` of the coordinate (rotation: by the period
-    ``360°/symmetry``; hue: by 1).
+    ``fraction`` divides by the box width ``2·bound`` of the coordinate (``bound``: the group's
+    unless given; rotation: by the period ``360°/symmetry``; hue: by 1).
     """
     i = group.names.index(name)
     if name == "rot":
@@ -118,12 +120,12 @@ def coordinate_w1(group: Group, name: str, a: Tensor, b: Tensor, symmetry: int =
         w1 = circular_w1(a, b, 1.0)
         return {"w1": w1, "fraction": w1}
     w1 = wasserstein_1d(a, b)
-    return {"w1": w1, "fraction": w1 / (2.0 * float(group.bounds[i]))}
+    return {"w1": w1, "fraction": w1 / (2.0 * float(group.bounds[i] if bound is None else bound))}
 
 
 def recovery_scores(group: Group, true_eta: Tensor, learned_eta: Tensor, labels: Tensor,
                     class_names: Sequence[str], symmetry: Sequence[int] | None = None,
-                    prior_samples: Tensor | None = None) -> tuple[dict, dict]:
+                    prior_samples: Tensor | None = None, bounds: Tensor | None = None) -> tuple[dict, dict]:
     """Per class: aligned W1 of every η coordinate, for the data poses and for ``p(η | x̂)``, and modes.
 
     Args:
@@ -132,6 +134,8 @@ def recovery_scores(group: Group, true_eta: Tensor, learned_eta: Tensor, labels:
         labels: ``(N,)`` class indices into ``class_names``.
         symmetry: rotational symmetry order per class (default 1 for all).
         prior_samples: ``(S, N, dim)`` draws of ``p(η | x̂_i)`` for each image, or ``None``.
+        bounds: ``(dim,)`` half-widths the fractions are taken of (default: the group's box); a model
+            fitted on a wider box than the task's is scored against the task's.
 
     Returns ``(scores, aligned)``. ``scores``: ``{class: {"n": ..., "alignment": {...}, "pose":
     {coord: {"w1", "fraction"}}, "prior": {...}, "modes": {"true": [...], "pose": [...], "prior":
@@ -148,6 +152,10 @@ def recovery_scores(group: Group, true_eta: Tensor, learned_eta: Tensor, labels:
     symmetry = tuple(symmetry) if symmetry is not None else (1,) * len(class_names)
     true_eta, learned_eta, labels = true_eta.cpu(), learned_eta.cpu(), labels.cpu()
     group = group.cpu()
+    bounds = group.bounds if bounds is None else torch.as_tensor(bounds, dtype=torch.float64).flatten()
+    if bounds.shape != (dim,) or not (bounds > 0).all():
+        raise ValueError(f"bounds must be {dim} positive half-widths, got {bounds.tolist()}")
+    b = [float(v) for v in bounds]
     out, aligned = {}, {}
     for k, cname in enumerate(class_names):
         idx = (labels == k).nonzero().squeeze(1)
@@ -157,11 +165,11 @@ def recovery_scores(group: Group, true_eta: Tensor, learned_eta: Tensor, labels:
         alignment, truth = ClassAlignment.fit(group, true_eta[idx], learned_eta[idx], m)
         pose = alignment.apply(learned_eta[idx])
         res = {"n": int(idx.numel()), "symmetry": m, "alignment": alignment.summary(),
-               "pose": {c: coordinate_w1(group, c, pose[:, i], truth[:, i], m) for i, c in enumerate(group.names)}}
+               "pose": {c: coordinate_w1(group, c, pose[:, i], truth[:, i], m, b[i]) for i, c in enumerate(group.names)}}
         prior = None
         if prior_samples is not None:
             prior = alignment.apply(prior_samples[:, idx].reshape(-1, dim).cpu())
-            res["prior"] = {c: coordinate_w1(group, c, prior[:, i], truth[:, i], m)
+            res["prior"] = {c: coordinate_w1(group, c, prior[:, i], truth[:, i], m, b[i])
                             for i, c in enumerate(group.names)}
         if "rot" in group.names:
             r = group.names.index("rot")

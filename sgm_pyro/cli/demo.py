@@ -14,6 +14,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["inference_steps"] = args.inference_steps
     if args.prior_steps is not None:
         overrides["prior_steps"] = args.prior_steps
+    for name in ("pose_box", "isotropy_weight"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     cfg = (DemoConfig.long if args.budget == "long" else DemoConfig.demo)(**overrides)
     run_demo(args.out or "runs/demo", cfg, device=device("", args.device), progress=not args.no_progress,
              resume=args.resume)
@@ -31,5 +34,10 @@ def register(sub) -> None:
                       help="'demo' takes about 7 minutes on 2 CPU cores; 'long' is the longer reported budget")
     demo.add_argument("--inference-steps", type=int, default=None, help="override the stage-1 step count")
     demo.add_argument("--prior-steps", type=int, default=None, help="override the stage-2 step count")
+    demo.add_argument("--pose-box", type=float, default=None,
+                      help="poses may reach this many times the dSprites box in tx, ty and the log-scales "
+                           "(default 2; 1 is the reference box); the views stay fractions of the dSprites box")
+    demo.add_argument("--isotropy-weight", type=float, default=None,
+                      help="weight of the stage-1 prior towards isotropic scales (default 0: off)")
     demo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     demo.set_defaults(func=run)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -11,6 +11,9 @@ from torch import Tensor, nn
 # Whether validate_eta also reads the values (NaN / inf). Reading them is a host sync, a blocking
 # wait on a GPU, so the training loops switch it off after their first, checked, step.
 _VALUE_CHECKS = True
+
+# A factor per η coordinate: one number, one per coordinate, or {coordinate name: number}.
+CoordinateScale = float | Sequence[float] | Mapping[str, float]
 
 
 @contextmanager
@@ -103,12 +106,35 @@ class Group(nn.Module):
         """Parameters of ``T_η⁻¹``: ``-η`` (exact for the exponential map and for colour shifts)."""
         return -eta
 
-    def sample_uniform(self, n: int, scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """η uniform on ``offset ± scale · bounds``, shape ``(n, dim)``."""
+    def per_coordinate(self, value: CoordinateScale, name: str = "scale", default: float = 1.0) -> Tensor:
+        """A positive factor per η coordinate, ``(dim,)`` on the group's device.
+
+        ``value`` is one number for every coordinate, a sequence of ``dim`` numbers, or a mapping
+        ``{coordinate name: number}`` whose missing coordinates get ``default``.
+        """
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(self.names))
+            if unknown:
+                raise ValueError(f"{name} names unknown coordinates {unknown}; the group has {list(self.names)}")
+            value = [value.get(c, default) for c in self.names]
+        try:
+            t = _as_vector(value, self.dim, name, default)
+        except (TypeError, RuntimeError) as e:
+            raise ValueError(f"{name} must be a number, {self.dim} numbers or a mapping of coordinate "
+                             f"names {list(self.names)} to numbers, got {value!r}") from e
+        if (t <= 0).any():
+            raise ValueError(f"{name} must be positive for every coordinate {self.names}, got {t.tolist()}")
+        return t.to(self.bounds)
+
+    def sample_uniform(self, n: int, scale: CoordinateScale = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """η uniform on ``offset ± scale · bounds``, shape ``(n, dim)``; ``scale`` as in :meth:`per_coordinate`."""
         if n < 0:
             raise ValueError(f"n must be non-negative, got {n}")
+        s = scale if isinstance(scale, (int, float)) else self.per_coordinate(scale)
+        if isinstance(s, (int, float)) and not s >= 0:  # 0: every draw is the offset
+            raise ValueError(f"scale must be non-negative, got {scale}")
         u = torch.rand(n, self.dim, generator=generator, device=self.bounds.device, dtype=self.bounds.dtype)
-        return self.offset + scale * self.bounds * (2.0 * u - 1.0)
+        return self.offset + s * self.bounds * (2.0 * u - 1.0)
 
     def to_box(self, u: Tensor) -> Tensor:
         """Map unconstrained values onto the box: ``offset + bounds · squash(u)``."""

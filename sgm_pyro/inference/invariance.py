@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..groups.base import CoordinateScale
 from ..models.prototype import PrototypeInference
 from ..nn import downsample_to
 
@@ -37,7 +38,10 @@ class InvarianceLoss:
         num_draws: ``S`` in SPEC 3 (5 by default).
         inv_weight: weight of the invertibility term (0.1 MNIST, 1.0 dSprites, 0 colour data).
         symmetric: draw both views at random (``False``: ``r2`` is the identity).
-        augment_scale: random views are uniform on ``offset ± augment_scale · bounds``.
+        augment_scale: random views are uniform on ``offset ± augment_scale · bounds``: one number,
+            one per coordinate, or ``{coordinate: number}`` (the others 1). A factor below 1 on a
+            coordinate keeps the views inside a box narrower than the poses may reach, so that a
+            view composed with the data's own pose stays inside the squashed box.
         upright_weight: weight of a canonicalisation prior on the training images themselves,
             ``mean(1 − cos f_rot(x))`` (Mondal et al., NeurIPS 2023, "Equivariant adaptation of large
             pretrained models"). An equivariant pose head canonicalises every image but is indifferent
@@ -48,6 +52,13 @@ class InvarianceLoss:
             Ignored without a ``"rot"`` coordinate. ``None`` (default): ``EQUIVARIANT_UPRIGHT_WEIGHT``
             for an equivariant head, 0 for the others (for a head that is not equivariant the term
             would compete with invariance itself).
+        isotropy_weight: weight of a second canonicalisation prior on the training images,
+            ``mean((f_log_sx(x) − f_log_sy(x))²) / b²`` with ``b`` the log-scale half-width. An
+            ellipse is unchanged by a rotation conjugated by its own stretch, so its pose is not
+            identified along that orbit: a pose network can explain its orientation partly by
+            swapping the stretch between the axes (docs/recovery.md, "Size or brightness"). This term
+            picks the least anisotropic of the equivalent poses. It assumes the data's own scales
+            are near isotropic, so it is off (0) by default. Ignored without both log-scales.
         image_size: average-pool ``x`` to ``image_size x image_size`` before the views are drawn
             (``None``: full resolution). The transformations act on normalised coordinates, so
             the loss means the same at any resolution; at 64x64 a 32x32 loss costs a quarter of
@@ -57,9 +68,10 @@ class InvarianceLoss:
     num_draws: int = 5
     inv_weight: float = 0.1
     symmetric: bool = True
-    augment_scale: float = 1.0
+    augment_scale: CoordinateScale = 1.0
     image_size: int | None = None
     upright_weight: float | None = None
+    isotropy_weight: float = 0.0
 
     def upright_weight_for(self, inference: PrototypeInference) -> float:
         if self.upright_weight is not None:
@@ -88,11 +100,18 @@ class InvarianceLoss:
             inv = (g.apply(proto1, eta1) - x_r1).square().mean()
             terms["inv"] = inv
             loss = loss + self.inv_weight * inv
-        weight = self.upright_weight_for(inference)
+        weight, eta_x = self.upright_weight_for(inference), None
         if weight > 0 and "rot" in g.names:
             i = g.names.index("rot")
-            upright = (1.0 - torch.cos(inference.mode(x)[:, i] - g.offset[i])).mean()
+            eta_x = inference.mode(x)
+            upright = (1.0 - torch.cos(eta_x[:, i] - g.offset[i])).mean()
             terms["upright"] = upright
             loss = loss + weight * upright
+        if self.isotropy_weight > 0 and {"log_sx", "log_sy"} <= set(g.names):
+            i, j = g.names.index("log_sx"), g.names.index("log_sy")
+            eta_x = inference.mode(x) if eta_x is None else eta_x
+            aniso = ((eta_x[:, i] - eta_x[:, j]) / g.bounds[i]).square().mean()
+            terms["isotropy"] = aniso
+            loss = loss + self.isotropy_weight * aniso
         terms["loss"] = loss
         return terms

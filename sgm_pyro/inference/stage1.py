@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..models.prototype import PrototypeInference
 from ..nn import gaussian_blur
-from ..validation import check_config_fields
+from ..groups.base import CoordinateScale
+from ..validation import check_config_fields, check_coordinate_scale
 from .batches import make_batches
 from .distributed import (all_reduce_grads, broadcast_module, get_rank, get_world_size, is_distributed,
                           is_main_process, rank_seed, restore_rank_rng, rng_snapshot)
@@ -37,23 +38,25 @@ class InferenceConfig:
     num_draws: int = 5
     inv_weight: float = 0.1
     symmetric: bool = True
-    augment_scale: float = 1.0
+    augment_scale: CoordinateScale = 1.0
     image_size: int | None = None
     upright_weight: float | None = None  # canonicalisation prior; None: 0.2 for an equivariant head (InvarianceLoss)
+    isotropy_weight: float = 0.0  # canonicalisation prior towards isotropic scales (InvarianceLoss)
     val_every: int = 500
     val_size: int = 512
     log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
 
     def __post_init__(self) -> None:
         check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
-                            positive=("lr", "sigma_lr", "clip_norm", "augment_scale"),
-                            non_negative=("inv_weight", "blur_sigma", "blur_fraction", "upright_weight"),
+                            positive=("lr", "sigma_lr", "clip_norm"),
+                            non_negative=("inv_weight", "blur_sigma", "blur_fraction", "upright_weight", "isotropy_weight"),
                             optional=("upright_weight",))
+        check_coordinate_scale(self.augment_scale, "InferenceConfig.augment_scale")
 
     def loss(self) -> InvarianceLoss:
         return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,
                               augment_scale=self.augment_scale, image_size=self.image_size,
-                              upright_weight=self.upright_weight)
+                              upright_weight=self.upright_weight, isotropy_weight=self.isotropy_weight)
 
 
 def check_pooled_inputs(image_size: int | None, sizes: dict[str, int | None]) -> None:

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from ..models.priors.conditioned import eta_log_prob, prior_program
 from ..models.prototype import PrototypeInference
 from ..nn import downsample_to
-from ..validation import check_config_fields
+from ..groups.base import CoordinateScale
+from ..validation import check_config_fields, check_coordinate_scale
 from .batches import make_batches
 from .clipped_adamw import ClippedAdamW
 from .distributed import (AllReduceLossAndGrads, backward_loss_and_grads, get_rank, get_world_size, is_distributed,
@@ -37,7 +38,7 @@ class PriorConfig:
     clip_norm: float = 10.0
     warmup_fraction: float = 0.05
     num_draws: int = 5
-    augment_scale: float = 0.75
+    augment_scale: CoordinateScale = 0.75
     consistency: float = 0.0
     val_every: int = 250
     val_size: int = 1024
@@ -49,7 +50,8 @@ class PriorConfig:
 
     def __post_init__(self) -> None:
         check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
-                            positive=("lr", "clip_norm", "augment_scale"), non_negative=("consistency",))
+                            positive=("lr", "clip_norm"), non_negative=("consistency",))
+        check_coordinate_scale(self.augment_scale, "PriorConfig.augment_scale")
         if self.reaugment_pose not in REAUGMENT_POSES:
             raise ValueError(f"PriorConfig.reaugment_pose must be one of {REAUGMENT_POSES}, got {self.reaugment_pose!r}")
 
@@ -58,7 +60,7 @@ REAUGMENT_POSES = ("mode", "sample")
 
 
 @torch.no_grad()
-def reaugmented_pairs(inference: PrototypeInference, x: Tensor, num_draws: int, scale: float,
+def reaugmented_pairs(inference: PrototypeInference, x: Tensor, num_draws: int, scale: CoordinateScale,
                       pose: str = "mode") -> tuple[Tensor, Tensor]:
     """Training pairs ``(x̂', η_x)`` of SPEC 4, ``num_draws`` per image stacked along the batch.
 

@@ -14,9 +14,11 @@ from ..groups import Group
 from ..nn import MLP, ConvFeatures, downsample_to
 from .box_normal import BoxNormal
 from .equivariant_angle import PERIODS, EquivariantPoint, angle_to_value
+from .pixel_set_colour import PixelSetColour
 
 NETWORKS = ("mlp", "cnn")
 ROTATION_HEADS = ("circle", "equivariant", "real")
+COLOUR_HEADS = ("set", "mlp")
 # The equivariant hue head sees images pooled to at most this size: colour needs no spatial detail, and
 # averaging a shape with its black background keeps its hue.
 HUE_INPUT_SIZE = 8
@@ -79,6 +81,10 @@ class PrototypeInference(PyroModule):
             ``rotation_hidden`` on images pooled to 8x8. Measured on the recovery benchmark's
             colour task (docs/recovery.md): hue W1 0.0003–0.008 per shape, against 0.02–0.23 with the
             other heads; a shape of uniformly random hue is canonicalised only by this one.
+        colour_head: who reads ``log_sat``, ``log_val`` (and a hue read by no circle head).
+            ``"set"`` (default): :class:`PixelSetColour`, which sees the pixels as a set and so is
+            blind to the geometry; ``"mlp"``: the pose network itself, as in the reference, which
+            can mistake a bigger shape for a brighter one (docs/recovery.md, "Size or brightness").
     """
 
     def __init__(self, group: Group, image_shape: Sequence[int], *, net: str = "mlp",
@@ -86,7 +92,7 @@ class PrototypeInference(PyroModule):
                  channels: Sequence[int] = (16, 32, 64, 64), sigma_init: float = 0.01,
                  rotation_head: str = "equivariant", rotation_copies: int = 8,
                  rotation_hidden: Sequence[int] = (256, 128), rotation_harmonics: Sequence[int] = (1,),
-                 hue_head: str = "equivariant") -> None:
+                 hue_head: str = "equivariant", colour_head: str = "set") -> None:
         super().__init__()
         if net not in NETWORKS:
             raise ValueError(f"net must be one of {NETWORKS}, got {net!r}")
@@ -98,6 +104,8 @@ class PrototypeInference(PyroModule):
             raise ValueError(f"rotation_head must be one of {ROTATION_HEADS}, got {rotation_head!r}")
         if hue_head not in ROTATION_HEADS:
             raise ValueError(f"hue_head must be one of {ROTATION_HEADS}, got {hue_head!r}")
+        if colour_head not in COLOUR_HEADS:
+            raise ValueError(f"colour_head must be one of {COLOUR_HEADS}, got {colour_head!r}")
         self.group = group
         self.image_shape = tuple(int(s) for s in image_shape)
         self.input_size = input_size
@@ -131,6 +139,13 @@ class PrototypeInference(PyroModule):
                                     input_size=size, coordinate=coordinate,
                                     harmonics=rotation_harmonics if coordinate == "rot" else (1,))
 
+        # the colour coordinates the pixel-set head reads (none without a colour group, or with "mlp")
+        names = ("log_sat", "log_val") + (("hue",) if self.hue_head == "real" else ())
+        self.colour_indices = tuple(i for i, n in enumerate(group.names) if n in names) \
+            if colour_head == "set" and self.head is not None else ()
+        self.colour_head = "set" if self.colour_indices else "mlp"
+        self.colour = PixelSetColour(c, len(self.colour_indices), input_size=input_size) \
+            if self.colour_indices else None
         self.equivariant = point("rot", self.rotation_head)
         self.equivariant_hue = point("hue", self.hue_head)
         self.log_sigma = nn.Parameter(torch.full((group.dim,), math.log(sigma_init)))
@@ -146,6 +161,11 @@ class PrototypeInference(PyroModule):
             out = x.new_zeros(x.shape[0], g.dim)
         else:
             out = self.head(self.features(downsample_to(x, self.input_size)))
+        if self.colour is not None:
+            cols = list(out.unbind(1))
+            for k, value in zip(self.colour_indices, self.colour(x).unbind(1)):
+                cols[k] = value
+            out = torch.stack(cols, dim=1)
         if not self.circles:
             return out
         cols, extra = list(out[:, :g.dim].unbind(1)), out[:, g.dim:]

@@ -24,10 +24,11 @@ from .trainers import loop
 
 
 # version 3 records the rotation and hue heads, version 2 only the rotation head, version 1 neither
-FORMAT = "sgm-pyro/SGM/3"
+FORMAT = "sgm-pyro/SGM/4"
 # the heads the older formats were written with (the reference heads were then the default)
-_OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real"},
-              "sgm-pyro/SGM/2": {"hue_head": "real"}}
+_OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real", "colour_head": "mlp"},
+              "sgm-pyro/SGM/2": {"hue_head": "real", "colour_head": "mlp"},
+              "sgm-pyro/SGM/3": {"colour_head": "mlp"}}
 
 
 class SGM(PyroModule):
@@ -70,6 +71,7 @@ class SGM(PyroModule):
         # saved explicitly, so that a later change of the default head cannot change a loaded model
         self._config["inference_kwargs"].setdefault("rotation_head", self.inference.rotation_head)
         self._config["inference_kwargs"].setdefault("hue_head", self.inference.hue_head)
+        self._config["inference_kwargs"].setdefault("colour_head", self.inference.colour_head)
         if prior is None or isinstance(prior, str):
             name = prior or "flow"
             self._config["prior"] = name

@@ -46,6 +46,24 @@ def test_coordinate_w1_fraction_of_the_box():
     g = AffineGroup(bounds=(0.75, 0.75, math.pi, 0.75, 0.75))
     r = coordinate_w1(g, "tx", torch.zeros(4), torch.full((4,), 0.15))
     assert r["w1"] == pytest.approx(0.15) and r["fraction"] == pytest.approx(0.1)
+    r = coordinate_w1(g, "tx", torch.zeros(4), torch.full((4,), 0.15), bound=0.25)
+    assert r["w1"] == pytest.approx(0.15) and r["fraction"] == pytest.approx(0.3)
+
+
+def test_fractions_of_another_box_than_the_models():
+    """A model fitted on a wider box is scored in fractions of the task's box."""
+    task = get_task("partial-affine")
+    group, data = task.make_group(), task.generate(200, seed=0)
+    learned = data.eta.clone()
+    learned[:, 0] += torch.linspace(-0.1, 0.1, 200)  # a wrong tx spread
+    own, _ = recovery_scores(group, data.eta, learned, data.labels, data.class_names)
+    half = group.bounds / 2
+    narrow, _ = recovery_scores(group, data.eta, learned, data.labels, data.class_names, bounds=half)
+    w1 = own["heart"]["pose"]["tx"]
+    assert w1["w1"] > 0.01 and narrow["heart"]["pose"]["tx"]["w1"] == pytest.approx(w1["w1"])
+    assert narrow["heart"]["pose"]["tx"]["fraction"] == pytest.approx(2 * w1["fraction"])
+    with pytest.raises(ValueError, match="positive half-widths"):
+        recovery_scores(group, data.eta, learned, data.labels, data.class_names, bounds=half[:2])
 
 
 def test_count_modes():

@@ -28,7 +28,11 @@ def test_demo_writes_figures_metrics_report_and_resumes(tmp_path):
     model = SGM.load(tmp_path / "model.pt")
     test, latents = dsprites(cfg.n_test, seed=cfg.seed + 20_000)
     torch.manual_seed(cfg.seed)
-    again = invariance_metrics(model, test, latents["shape"], scale=0.5,
+    # the metric's views are half the dSprites box, a quarter of the model's widened one in tx, ty, log-scales
+    assert torch.allclose(model.group.bounds, torch.tensor(cfg.bounds) * torch.tensor([2.0, 2.0, 1.0, 2.0, 2.0]))
+    quarter = {"tx": 0.25, "ty": 0.25, "rot": 0.5, "log_sx": 0.25, "log_sy": 0.25}
+    assert saved["invariance"]["scale"] == quarter
+    again = invariance_metrics(model, test, latents["shape"], scale=quarter,
                                generator=torch.Generator().manual_seed(cfg.seed))
     assert saved["invariance"]["invariance_error"] == pytest.approx(again["invariance_error"], rel=1e-6)
     timing = model.history["timing"]

@@ -104,7 +104,31 @@ def test_sgm_benchmark_recovery_command_is_wired():
 def test_the_settings_choose_the_pose_heads():
     task = get_task("color-affine")
     default = recovery.build_model(task, recovery.SETTINGS["color-affine"]).inference
-    assert (default.rotation_head, default.hue_head) == ("circle", "equivariant")
+    assert (default.rotation_head, default.hue_head, default.colour_head) == ("circle", "equivariant", "set")
     harmonic = recovery.build_model(task, RecoverySettings(rotation_harmonics=(4, 2, 1), hue_head="real")).inference
     assert harmonic.equivariant.harmonics == (4, 2, 1) and harmonic.hue_head == "real"
     assert harmonic.equivariant_hue is None
+
+
+def test_a_wider_pose_box_keeps_the_views_and_the_scores_on_the_tasks_box():
+    task = get_task("color-affine")
+    s = RecoverySettings(pose_box={"tx": 2.0, "log_sx": 4.0}, augment_scale=1.0)
+    model = recovery.build_model(task, s)
+    names, task_bounds = task.make_group().names, task.make_group().bounds
+    assert torch.allclose(model.group.bounds, task_bounds * torch.tensor([2.0 if c == "tx" else 4.0 if c == "log_sx"
+                                                                          else 1.0 for c in names]))
+    views = model.group.per_coordinate(recovery.view_scale(task, s, 0.5))
+    assert torch.allclose(views * model.group.bounds, 0.5 * task_bounds)  # the views: half the task's box
+    assert recovery.view_scale(task, RecoverySettings(), 0.5) == 0.5
+    # The same poses, scored through the task (fractions of its box) and through a plain callable
+    # (fractions of the model's box): the W1s agree, the fractions differ by the widening.
+    data = task.generate(64, seed=3)
+    noisy = data.eta.clone()
+    noisy[:, 0] += torch.linspace(-0.05, 0.05, 64)
+    wrong = RecoveryData(data.images, noisy, data.labels, data.class_names, data.symmetry)
+    by_task, _ = score_model(OracleModel(model.group, wrong, 0.0), task, n=64, seed=3, batch_size=64)
+    by_callable, _ = score_model(OracleModel(model.group, wrong, 0.0), lambda n, seed: data, n=64, batch_size=64)
+    for cname in by_task:
+        a, b = by_task[cname]["pose"]["tx"], by_callable[cname]["pose"]["tx"]
+        assert a["w1"] == pytest.approx(b["w1"]) and a["w1"] > 0
+        assert a["fraction"] == pytest.approx(2 * b["fraction"])

@@ -89,3 +89,45 @@ def test_config_round_trip(group):
     x = images_for(group, 2)
     e = group.sample_uniform(2, scale=0.3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(rebuilt.apply(x, e), group.apply(x, e))
+
+
+def test_per_coordinate_scale_of_the_views(group):
+    """A mapping scales the named coordinates and leaves the others at 1; a sequence gives each its own."""
+    first = group.names[0]
+    e = group.sample_uniform(4000, scale={first: 0.25}, generator=torch.Generator().manual_seed(1))
+    spread = (e - group.offset).abs().max(0).values / group.bounds
+    assert 0.24 < spread[0] <= 0.25 + 1e-9
+    assert (spread[1:] > 0.98).all() and (spread[1:] <= 1 + 1e-9).all()
+    factors = torch.linspace(0.2, 0.9, group.dim).tolist()
+    e = group.sample_uniform(4000, scale=factors, generator=torch.Generator().manual_seed(2))
+    spread = (e - group.offset).abs().max(0).values / group.bounds
+    assert torch.allclose(spread, torch.tensor(factors, dtype=spread.dtype), rtol=0.02)
+    assert torch.equal(group.per_coordinate(0.5), torch.full((group.dim,), 0.5, dtype=group.bounds.dtype))
+
+
+@pytest.mark.parametrize("bad, match", [({"nope": 0.5}, "unknown coordinates"), ([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], "entries"),
+                                        ({"tx": 0.0}, "positive"), ("half", "a number")])
+def test_per_coordinate_scale_refuses_bad_input(group, bad, match):
+    if isinstance(bad, dict) and "tx" in bad and "tx" not in group.names:
+        bad = {group.names[0]: 0.0}
+    with pytest.raises(ValueError, match=match):
+        group.sample_uniform(3, scale=bad)
+
+
+def test_widen_box_keeps_everything_else(group):
+    from sgm_pyro.groups import widen_box
+
+    names = [c for c in group.names if c not in ("rot", "hue")]
+    wide = widen_box(group, {c: 2.0 for c in names})
+    assert type(wide) is type(group) and wide.names == group.names and wide.squash == group.squash
+    assert torch.equal(wide.offset, group.offset.to(wide.offset))
+    for i, c in enumerate(group.names):
+        assert float(wide.bounds[i]) == pytest.approx(float(group.bounds[i]) * (2.0 if c in names else 1.0))
+    x = images_for(group, 2)
+    e = group.sample_uniform(2, scale=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(wide.double().apply(x, e), group.apply(x, e), atol=1e-12)  # the same action
+    circular = [c for c in ("rot", "hue") if c in group.names and
+                float(group.bounds[group.names.index(c)]) >= (math.pi if c == "rot" else 0.5) - 1e-6]
+    for c in circular:
+        with pytest.raises(ValueError, match="whole circle"):
+            widen_box(group, {c: 1.5})

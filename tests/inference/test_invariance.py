@@ -204,3 +204,25 @@ def test_the_upright_prior_defaults_to_on_for_the_equivariant_head_only():
     assert loss.upright_weight_for(heads["equivariant"]) == EQUIVARIANT_UPRIGHT_WEIGHT > 0
     assert InvarianceLoss(upright_weight=0.0).upright_weight_for(heads["equivariant"]) == 0.0
     assert InvarianceLoss(upright_weight=0.3).upright_weight_for(heads["real"]) == 0.3
+
+
+def test_isotropy_prior_scores_the_anisotropy_of_the_pose_of_the_image_as_given():
+    g = AffineGroup(bounds=(0.5, 0.5, 0.5, 0.5, 0.5))
+    net = PrototypeInference(g, (1, 16, 16), hidden=(4,), rotation_head="real", sigma_init=1e-6)
+    with torch.no_grad():  # a constant pose: log_sx 0.2, log_sy -0.1 (unsquashed: η = bounds · output)
+        net.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.4, -0.2]))
+    x = off_centre_blob(n=16, radius=2, angle=0.3, sigma=1.5).float()
+    plain = InvarianceLoss(num_draws=1, inv_weight=0.0)
+    torch.manual_seed(0)
+    base = plain(net, x)
+    torch.manual_seed(0)
+    terms = InvarianceLoss(num_draws=1, inv_weight=0.0, isotropy_weight=0.5)(net, x)
+    assert "isotropy" not in base
+    torch.testing.assert_close(terms["isotropy"], torch.tensor(((0.2 + 0.1) / 0.5) ** 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(terms["loss"] - base["loss"], 0.5 * terms["isotropy"], atol=1e-5, rtol=0)
+    terms["isotropy"].backward()
+    bias_grad = net.head[-1].bias.grad
+    assert bias_grad[3] > 0 > bias_grad[4] and bias_grad[:3].abs().max() == 0  # towards log_sx = log_sy
+    rotation_only = AffineGroup(bounds=(math.pi,), generators=("rot",))
+    net = PrototypeInference(rotation_only, (1, 16, 16), hidden=(4,), rotation_head="real")
+    assert "isotropy" not in InvarianceLoss(num_draws=1, inv_weight=0.0, isotropy_weight=1.0)(net, x)

@@ -240,21 +240,27 @@ def test_log_prob_eta_matches_monte_carlo():
         assert abs(frac - exact) < 4 * math.sqrt(exact * (1 - exact) / 20000) + 1e-3, (i, frac, exact)
 
 
+def as_old_format(model, tmp_path, fmt, *dropped):
+    """Save ``model`` as a file of format ``fmt`` that does not name ``dropped`` inference settings; load it."""
+    from sgm_pyro.checkpoint import load_checkpoint, save_atomic
+
+    model.save(tmp_path / "m.pt")
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    ckpt["format"] = f"sgm-pyro/SGM/{fmt}"
+    for key in dropped:
+        del ckpt["config"]["inference_kwargs"][key]
+    save_atomic(ckpt, tmp_path / f"v{fmt}.pt")
+    return sgm_pyro.SGM.load(tmp_path / f"v{fmt}.pt")
+
+
 @pytest.mark.parametrize("head", ["real", "circle"])
 def test_a_checkpoint_of_format_1_loads_with_the_head_it_was_written_with(tmp_path, head):
     # files written before the equivariant head became the default named no head: they used "real",
     # or "circle", which is recognised by its extra output (the first session's recovery files)
-    from sgm_pyro.checkpoint import load_checkpoint, save_atomic
-
     old = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head=head))
     assert old.config()["inference_kwargs"]["rotation_head"] == head
     torch.nn.init.normal_(old.inference.head[-1].weight)  # away from the identity start
-    old.save(tmp_path / "m.pt")
-    ckpt = load_checkpoint(tmp_path / "m.pt")
-    ckpt["format"] = "sgm-pyro/SGM/1"
-    del ckpt["config"]["inference_kwargs"]["rotation_head"]
-    save_atomic(ckpt, tmp_path / "v1.pt")
-    loaded = sgm_pyro.SGM.load(tmp_path / "v1.pt")
+    loaded = as_old_format(old, tmp_path, 1, "rotation_head")
     assert loaded.inference.rotation_head == head
     x = bars(4)
     torch.testing.assert_close(loaded.infer_eta(x), old.eval().infer_eta(x))
@@ -268,16 +274,10 @@ def test_a_new_file_records_the_head_it_was_built_with(tmp_path):
 
 
 def test_a_checkpoint_of_format_2_loads_with_the_reference_hue_head(tmp_path):
-    from sgm_pyro.checkpoint import load_checkpoint, save_atomic
-
     group = sgm_pyro.ProductGroup(sgm_pyro.ColorGroup(offset=(0.5, 0, 0)), sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)))
-    old = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,), hue_head="real"))
-    old.save(tmp_path / "m.pt")
-    ckpt = load_checkpoint(tmp_path / "m.pt")
-    ckpt["format"] = "sgm-pyro/SGM/2"
-    del ckpt["config"]["inference_kwargs"]["hue_head"]
-    save_atomic(ckpt, tmp_path / "v2.pt")
-    assert sgm_pyro.SGM.load(tmp_path / "v2.pt").inference.hue_head == "real"
+    old = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,), hue_head="real", colour_head="mlp"))
+    loaded = as_old_format(old, tmp_path, 2, "hue_head", "colour_head")
+    assert (loaded.inference.hue_head, loaded.inference.colour_head) == ("real", "mlp")
     new = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,)))
     assert new.config()["inference_kwargs"]["hue_head"] == "equivariant"  # the default, recorded
     new.save(tmp_path / "v3.pt")
@@ -285,3 +285,16 @@ def test_a_checkpoint_of_format_2_loads_with_the_reference_hue_head(tmp_path):
     assert loaded.inference.hue_head == "equivariant"
     x = torch.rand(4, 3, 8, 8) * 2 - 1
     torch.testing.assert_close(loaded.infer_eta(x), new.eval().infer_eta(x))
+
+
+def test_a_checkpoint_of_format_3_loads_with_the_pose_networks_colour_outputs(tmp_path):
+    # format 3 had no pixel-set colour head: log_sat and log_val came from the pose network
+    group = sgm_pyro.ProductGroup(sgm_pyro.ColorGroup(offset=(0.5, 0, 0)), sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)))
+    old = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,), colour_head="mlp"))
+    torch.nn.init.normal_(old.inference.head[-1].weight)
+    loaded = as_old_format(old, tmp_path, 3, "colour_head")
+    assert loaded.inference.colour_head == "mlp" and loaded.inference.colour is None
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(loaded.infer_eta(x), old.eval().infer_eta(x))
+    new = sgm_pyro.SGM(group, (3, 8, 8), "box", inference_kwargs=dict(hidden=(16,)))
+    assert new.config()["inference_kwargs"]["colour_head"] == "set"  # the default, recorded
