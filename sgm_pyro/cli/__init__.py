@@ -43,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    finished = False
     try:
-        return args.func(args)
+        status = args.func(args)
+        finished = True
+        return status
     except NonFiniteLossError as e:
         print(f"sgm {args.command}: error: {e}", file=sys.stderr)
         return 1
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sgm {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:
-        close_distributed()  # leave a process group joined by sgm fit --distributed
+        close_distributed(wait=finished)  # leave a process group joined by sgm fit --distributed
 
 
 __all__ = ["UsageError", "build_parser", "main"]

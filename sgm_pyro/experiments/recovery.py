@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,8 @@ class RecoverySettings:
     rotation_harmonics: tuple[int, ...] = (1,)
     # the hue's head where its box is the whole colour circle (PrototypeInference(hue_head=...))
     hue_head: str = "equivariant"
+    # who reads log-saturation and log-value (PrototypeInference(colour_head=...)): "set" or "mlp"
+    colour_head: str = "set"
     # the canonicalisation prior of stage 1 (InferenceConfig.upright_weight; None: the library default)
     upright_weight: float | None = None
     # the canonicalisation prior towards isotropic scales (InferenceConfig.isotropy_weight)
@@ -133,7 +135,7 @@ def build_model(task: RecoveryTask, s: RecoverySettings) -> SGM:
     """A fresh SGM with the task's group and box (widened by ``s.pose_box``) and the settings' networks."""
     return SGM(model_group(task, s), task.image_shape, s.prior,
                inference_kwargs=dict(net=s.net, input_size=s.net_input_size, hidden=list(s.net_hidden),
-                                     rotation_head=s.rotation_head, hue_head=s.hue_head,
+                                     rotation_head=s.rotation_head, hue_head=s.hue_head, colour_head=s.colour_head,
                                      rotation_harmonics=list(s.rotation_harmonics)),
                prior_kwargs={k: list(v) if isinstance(v, tuple) else v for k, v in s.prior_kwargs.items()})
 
@@ -262,10 +264,11 @@ def run_task(name: str, out: str | Path, *, seed: int = 0, settings: RecoverySet
 
 def run_benchmark(out: str | Path, tasks: list[str] | None = None, *, seed: int = 0,
                   device: str | torch.device = "cpu", progress: bool = False, rotation_head: str | None = None,
-                  log=print) -> dict:
+                  overrides: dict | None = None, log=print) -> dict:
     """Run ``tasks`` (default: all); writes ``recovery.json``, ``recovery.md`` and the figures to ``out``.
 
-    ``rotation_head`` replaces every task's pose head (``PrototypeInference(rotation_head=...)``).
+    ``rotation_head`` replaces every task's pose head (``PrototypeInference(rotation_head=...)``);
+    ``overrides`` replaces any :class:`RecoverySettings` fields of every task.
     """
     from ..analysis.recovery_figures import recovery_table
 
@@ -274,8 +277,16 @@ def run_benchmark(out: str | Path, tasks: list[str] | None = None, *, seed: int 
         get_task(n)  # fail on a bad name before any fitting
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {n: SETTINGS[n] if rotation_head is None else replace(SETTINGS[n], rotation_head=rotation_head)
-                for n in names}
+    overrides = dict(overrides or {})
+    if rotation_head is not None:
+        overrides["rotation_head"] = rotation_head
+    unknown = sorted(set(overrides) - {f.name for f in fields(RecoverySettings)})
+    if unknown:
+        raise ValueError(f"unknown RecoverySettings fields {unknown}; "
+                         f"allowed: {', '.join(f.name for f in fields(RecoverySettings))}")
+    tuples = {f.name for f in fields(RecoverySettings) if "tuple" in str(f.type)}
+    overrides = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in overrides.items()}
+    settings = {n: replace(SETTINGS[n], **overrides) for n in names}
     results = {n: run_task(n, out, seed=seed, settings=settings[n], device=device, progress=progress, log=log)
                for n in names}
     (out / "recovery.json").write_text(json.dumps(results, indent=2))
@@ -294,14 +305,28 @@ def add_recovery_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument("--rotation-head", choices=ROTATION_HEADS, default=None,
                    help="pose head of every task (default: each task's own setting)")
+    p.add_argument("--settings", metavar="JSON", default=None, type=_json_object,
+                   help='RecoverySettings fields to replace in every task, e.g. \'{"colour_head": "mlp", '
+                        '"pose_box": {}}\' (docs/recovery.md)')
     p.set_defaults(func=run_from_args)
     return p
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--settings must be a JSON object: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--settings must be a JSON object, got {text!r}")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed ``add_recovery_parser`` arguments; returns the exit status."""
     results = run_benchmark(args.out, args.task, seed=args.seed, device=args.device, progress=args.progress,
-                            rotation_head=getattr(args, "rotation_head", None))
+                            rotation_head=getattr(args, "rotation_head", None),
+                            overrides=getattr(args, "settings", None))
     print((Path(args.out) / "recovery.md").read_text())
     return 0 if all(g["met"] for r in results.values() for g in r["goals"].values()) else 1
 

@@ -81,9 +81,17 @@ def rank_cuda_device(device: torch.device) -> torch.device:
     return torch.device("cuda", index)
 
 
-def close_distributed() -> None:
-    """Leave the process group, if this process joined one."""
+def close_distributed(wait: bool = True) -> None:
+    """Leave the process group, if this process joined one.
+
+    With ``wait`` every rank first waits for the others: a gloo rank that tore its group down while
+    rank 0 was still writing the run (the report, the figures) could abort (``terminate called
+    without an active exception``; seen on a loaded 2-core machine). A rank leaving on an error
+    passes ``wait=False``, since the others may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

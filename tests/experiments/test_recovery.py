@@ -74,11 +74,13 @@ def test_a_tiny_benchmark_run_writes_table_json_figures(tmp_path, monkeypatch):
     monkeypatch.setitem(recovery.SETTINGS, "c4-glyph", TINY)
     parser = argparse.ArgumentParser()
     recovery.add_recovery_parser(parser.add_subparsers())
-    args = parser.parse_args(["recovery", "--task", "c4-glyph", "--out", str(tmp_path), "--seed", "2"])
+    args = parser.parse_args(["recovery", "--task", "c4-glyph", "--out", str(tmp_path), "--seed", "2",
+                              "--settings", '{"num_samples": 3, "net_hidden": [8]}'])
     status = args.func(args)
     assert status in (0, 1)  # four steps meet no goal; the run must still complete and report
     results = json.loads((tmp_path / "recovery.json").read_text())
     assert list(results) == ["c4-glyph"] and results["c4-glyph"]["seed"] == 2
+    assert results["c4-glyph"]["settings"]["num_samples"] == 3 and results["c4-glyph"]["settings"]["net_hidden"] == [8]
     assert "rot" in results["c4-glyph"]["scores"]["F"]["prior"]
     assert results["c4-glyph"]["floor"]["F"]["rot"]["w1"] > 0  # two samples of the truth differ
     table = (tmp_path / "recovery.md").read_text()
@@ -89,6 +91,8 @@ def test_a_tiny_benchmark_run_writes_table_json_figures(tmp_path, monkeypatch):
 def test_unknown_task_fails_before_fitting(tmp_path):
     with pytest.raises(ValueError, match="unknown recovery task"):
         recovery.run_benchmark(tmp_path, ["nope"])
+    with pytest.raises(ValueError, match="unknown RecoverySettings fields"):
+        recovery.run_benchmark(tmp_path, ["c4-glyph"], overrides={"colour_hed": "mlp"})
 
 
 def test_sgm_benchmark_recovery_command_is_wired():
