@@ -45,23 +45,14 @@ def variant(classes: list[str] | None, fixed_colour: bool, affine_only: bool) ->
 
 def fit_stage1(task: tasks.RecoveryTask, overrides: dict, seed: int = 0) -> SGM:
     """Stage 1 of the colour task's settings with ``overrides`` (any RecoverySettings field)."""
-    colour_head = overrides.pop("colour_head", None)
     s = dataclasses.replace(recovery.SETTINGS["color-affine"], **overrides)
     torch.manual_seed(seed)
     model = recovery.build_model(task, s)
-    if colour_head is not None:  # rebuild the pose network with the other colour head
-        cfg = model.config()
-        cfg["inference_kwargs"]["colour_head"] = colour_head
-        model = SGM(model.group, task.image_shape, s.prior, inference_kwargs=cfg["inference_kwargs"],
-                    prior_kwargs=cfg["prior_kwargs"])
     train, val = task.generate(s.n_train, seed + 1), task.generate(s.n_val, seed + 10_000)
+    stage1, _ = recovery.stage_kwargs(task, s)
     start = time.perf_counter()
     model.fit(train.images, inference_steps=s.inference_steps, prior_steps=0, batch_size=s.batch_size,
-              val_images=val.images, seed=seed, progress=False, inference_lr=s.inference_lr,
-              inference_num_draws=s.num_draws, inference_inv_weight=s.inv_weight, inference_blur_sigma=s.blur_sigma,
-              inference_image_size=s.loss_image_size, inference_blur_fraction=s.blur_fraction,
-              inference_augment_scale=recovery.view_scale(task, s, s.augment_scale),
-              inference_upright_weight=s.upright_weight, inference_isotropy_weight=s.isotropy_weight)
+              val_images=val.images, seed=seed, progress=False, **stage1)
     print(f"stage 1: {time.perf_counter() - start:.0f} s")
     return model
 
@@ -109,7 +100,7 @@ def report(model: SGM, task: tasks.RecoveryTask, n: int = 1024, seed: int = reco
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a saved color-affine model to analyse")
-    p.add_argument("--fit", metavar="JSON", help="fit stage 1 with these RecoverySettings overrides (and colour_head)")
+    p.add_argument("--fit", metavar="JSON", help="fit stage 1 with these RecoverySettings overrides")
     p.add_argument("--classes", nargs="*", default=None, help="keep only these shapes")
     p.add_argument("--fixed-colour", action="store_true", help="every colour law a point mass")
     p.add_argument("--affine-only", action="store_true", help="the affine group alone (no colour coordinates)")

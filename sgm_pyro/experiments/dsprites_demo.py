@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data import DSpritesStream, dsprites
-from ..groups import AffineGroup, widen_box
+from ..groups import AffineGroup, narrowed_scale, widen_box
 from ..models import SGM
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
@@ -97,7 +97,7 @@ def build_model(cfg: DemoConfig) -> SGM:
 
 def view_scale(cfg: DemoConfig, scale: float) -> dict:
     """``scale`` of the dSprites box per coordinate, as a fraction of the model's (widened) box."""
-    return {c: scale / (cfg.pose_box if c in WIDENED else 1.0) for c in AffineGroup().names}
+    return narrowed_scale(AffineGroup(bounds=cfg.bounds), scale, {c: cfg.pose_box for c in WIDENED})
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, device: str | torch.device | None = None,

@@ -19,7 +19,7 @@ import torch
 
 from ..analysis.symmetry_recovery import coordinate_w1, recovery_scores
 from ..data.recovery import TASKS, RecoveryData, RecoveryTask, get_task
-from ..groups import widen_box
+from ..groups import narrowed_scale, widen_box
 from ..models import SGM
 from ..models.prototype import ROTATION_HEADS
 
@@ -124,11 +124,19 @@ def model_group(task: RecoveryTask, s: RecoverySettings):
 def view_scale(task: RecoveryTask, s: RecoverySettings, scale: float | dict):
     """The views' ``augment_scale`` on the model's box: ``scale`` (a number or ``{coordinate: number}``,
     the others 1) of the task's box per coordinate."""
-    if not s.pose_box:
-        return scale
-    per = scale if isinstance(scale, dict) else {}
-    default = 1.0 if isinstance(scale, dict) else scale
-    return {c: per.get(c, default) / s.pose_box.get(c, 1.0) for c in task.make_group().names}
+    return narrowed_scale(task.make_group(), scale, s.pose_box) if s.pose_box else scale
+
+
+def stage_kwargs(task: RecoveryTask, s: RecoverySettings) -> tuple[dict, dict]:
+    """The ``SGM.fit`` keyword arguments of stage 1 and of stage 2 for the settings ``s``."""
+    stage1 = dict(inference_lr=s.inference_lr, inference_num_draws=s.num_draws, inference_inv_weight=s.inv_weight,
+                  inference_blur_sigma=s.blur_sigma, inference_image_size=s.loss_image_size,
+                  inference_blur_fraction=s.blur_fraction,
+                  inference_augment_scale=view_scale(task, s, s.augment_scale),
+                  inference_upright_weight=s.upright_weight, inference_isotropy_weight=s.isotropy_weight)
+    stage2 = dict(prior_augment_scale=view_scale(task, s, s.prior_augment_scale), prior_lr=s.prior_lr,
+                  prior_num_draws=s.num_draws)
+    return stage1, stage2
 
 
 def build_model(task: RecoveryTask, s: RecoverySettings) -> SGM:
@@ -234,12 +242,7 @@ def run_task(name: str, out: str | Path, *, seed: int = 0, settings: RecoverySet
     model = build_model(task, s)
     log(f"recovery {name}: {s.inference_steps} + {s.prior_steps} steps of batch {s.batch_size}")
     start = time.perf_counter()
-    stage1 = dict(inference_lr=s.inference_lr, inference_num_draws=s.num_draws, inference_inv_weight=s.inv_weight,
-                  inference_blur_sigma=s.blur_sigma, inference_image_size=s.loss_image_size,
-                  inference_blur_fraction=s.blur_fraction,
-                  inference_augment_scale=view_scale(task, s, s.augment_scale),
-                  inference_upright_weight=s.upright_weight, inference_isotropy_weight=s.isotropy_weight)
-    stage2 = dict(prior_augment_scale=view_scale(task, s, s.prior_augment_scale), prior_lr=s.prior_lr, prior_num_draws=s.num_draws)
+    stage1, stage2 = stage_kwargs(task, s)
     common = dict(val_images=val.images, device=device, seed=seed, progress=progress)
     if s.prior_batch_size is None:
         model.fit(train.images, inference_steps=s.inference_steps, prior_steps=s.prior_steps,
@@ -331,5 +334,5 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0 if all(g["met"] for r in results.values() for g in r["goals"].values()) else 1
 
 
-__all__ = ["GOALS", "SETTINGS", "RecoverySettings", "add_recovery_parser", "build_model", "goals_met",
+__all__ = ["GOALS", "SETTINGS", "RecoverySettings", "add_recovery_parser", "build_model", "goals_met", "stage_kwargs",
            "run_benchmark", "run_from_args", "run_task", "score_model", "truth_floor"]

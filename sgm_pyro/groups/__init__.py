@@ -1,9 +1,7 @@
 """Transformation groups T_η: affine (Lie-algebra coordinates), HSV colour, and their product."""
 
-import math
-
 from .affine import AFFINE_NAMES, AffineGroup
-from .base import CoordinateScale, Group, value_checks
+from .base import PERIODS, CoordinateScale, Group, value_checks
 from .color import COLOR_NAMES, ColorGroup, hsv_to_rgb, rgb_to_hsv
 from .product import ProductGroup
 
@@ -33,12 +31,10 @@ def widen_box(group: Group, factor: CoordinateScale) -> Group:
     """
     f = group.per_coordinate(factor, "factor").cpu()
     bounds = group.bounds.cpu() * f
-    for name, period in (("rot", 2 * math.pi), ("hue", 1.0)):
-        if name in group.names:
-            i = group.names.index(name)
-            if f[i] > 1 and float(group.bounds[i]) >= period / 2 - 1e-6:
-                raise ValueError(f"the {name} box of {group.names} is already the whole circle; "
-                                 f"its factor must be at most 1, got {float(f[i])}")
+    for i, name in enumerate(group.names):
+        if f[i] > 1 and group.covers_circle(name):
+            raise ValueError(f"the {name} box of {group.names} is already the whole circle; "
+                             f"its factor must be at most 1, got {float(f[i])}")
     cfg = group.config()
     if cfg["name"] == "affine+color":
         n = len(cfg["affine"]["bounds"])
@@ -48,5 +44,13 @@ def widen_box(group: Group, factor: CoordinateScale) -> Group:
     return make_group(**cfg).to(group.bounds.device)
 
 
+
+def narrowed_scale(group: Group, scale: CoordinateScale, factor: CoordinateScale) -> dict[str, float]:
+    """``scale`` of ``group``'s box, written as a fraction of that box widened by ``factor``: the
+    ``augment_scale`` that keeps the views of a model on ``widen_box(group, factor)`` where they were."""
+    ratio = group.per_coordinate(scale).cpu() / group.per_coordinate(factor, "factor").cpu()
+    return dict(zip(group.names, ratio.tolist()))
+
+
 __all__ = ["AFFINE_NAMES", "COLOR_NAMES", "AffineGroup", "CoordinateScale", "ColorGroup", "Group", "GROUPS", "ProductGroup",
-           "hsv_to_rgb", "make_group", "rgb_to_hsv", "value_checks", "widen_box"]
+           "PERIODS", "hsv_to_rgb", "make_group", "narrowed_scale", "rgb_to_hsv", "value_checks", "widen_box"]

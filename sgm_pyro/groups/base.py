@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -14,6 +15,9 @@ _VALUE_CHECKS = True
 
 # A factor per η coordinate: one number, one per coordinate, or {coordinate name: number}.
 CoordinateScale = float | Sequence[float] | Mapping[str, float]
+
+# Coordinates that live on a circle, and their periods in the group's units.
+PERIODS = {"rot": 2 * math.pi, "hue": 1.0}
 
 
 @contextmanager
@@ -65,6 +69,7 @@ class Group(nn.Module):
         self.register_buffer("bounds", b)
         self.register_buffer("offset", _as_vector(offset, dim, "offset", 0.0))
         self.squash = bool(squash)
+        self._factors: dict = {}  # per_coordinate's results, by value, device and dtype
 
     @property
     def dim(self) -> int:
@@ -106,12 +111,28 @@ class Group(nn.Module):
         """Parameters of ``T_η⁻¹``: ``-η`` (exact for the exponential map and for colour shifts)."""
         return -eta
 
+    def covers_circle(self, name: str) -> bool:
+        """Whether the box of the circular coordinate ``name`` (``"rot"``, ``"hue"``) is its whole circle:
+        a half-width of at least half the period (π for a rotation, 0.5 for a hue)."""
+        if name not in self.names or name not in PERIODS:
+            return False
+        return float(self.bounds[self.names.index(name)]) >= PERIODS[name] / 2 * (1 - 1e-6)
+
     def per_coordinate(self, value: CoordinateScale, name: str = "scale", default: float = 1.0) -> Tensor:
         """A positive factor per η coordinate, ``(dim,)`` on the group's device.
 
         ``value`` is one number for every coordinate, a sequence of ``dim`` numbers, or a mapping
-        ``{coordinate name: number}`` whose missing coordinates get ``default``.
+        ``{coordinate name: number}`` whose missing coordinates get ``default``. Each result is
+        built once per device: a training loop draws its views with the same value every step, and
+        building the tensor copies it to the device, which on a GPU waits for the queued work. The
+        returned tensor is shared; do not modify it.
         """
+        key = (repr(value), name, default, self.bounds.device, self.bounds.dtype)
+        if key not in self._factors:
+            self._factors[key] = self._per_coordinate(value, name, default)
+        return self._factors[key]
+
+    def _per_coordinate(self, value: CoordinateScale, name: str, default: float) -> Tensor:
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - set(self.names))
             if unknown:

@@ -9,12 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ..groups import Group, ProductGroup
+from ..groups.base import PERIODS
 from ..nn import MLP, downsample_to
 from .box_normal import wrap_period
 
-
-# Coordinates of a group that live on a circle, and their periods in the group's units.
-PERIODS = {"rot": 2 * math.pi, "hue": 1.0}
 
 
 def angle_to_value(angle: Tensor, group: Group, index: int, period: float) -> Tensor:

@@ -3,8 +3,8 @@
 A colour change acts on each pixel alone, and an affine warp only moves pixels about. A pose
 network that reads the whole image can therefore explain a bigger shape (more bright pixels) as a
 brighter one: on the recovery benchmark's colour task the reference MLP answered a pure change of
-scale half with its log-scale and half with its log-value, and the prototypes kept more than half
-of the data's scale (docs/recovery.md, "Size or brightness"). This head reads ``log_sat`` and
+scale with about a third of the right log-scale and put the rest into its log-value, so the
+prototypes kept most of the data's scale (docs/recovery.md, "Size or brightness"). This head reads ``log_sat`` and
 ``log_val`` (and a hue that no circle head reads) from per-pixel features pooled by a maximum and
 by an attention-weighted mean over the pixels. Both poolings are blind to where a pixel is and to
 how many pixels the shape covers, so the head is invariant to every warp up to interpolation,

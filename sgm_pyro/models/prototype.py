@@ -27,10 +27,7 @@ HUE_INPUT_SIZE = 8
 def circular_index(group: Group, name: str = "rot") -> int | None:
     """Index of the coordinate ``name`` (``"rot"`` or ``"hue"``) when its box covers its whole circle
     (a half-width of at least half the period: π for a rotation, 0.5 for a hue), else None."""
-    if name not in group.names:
-        return None
-    i = group.names.index(name)
-    return i if float(group.bounds[i]) >= PERIODS[name] / 2 * (1 - 1e-6) else None
+    return group.names.index(name) if group.covers_circle(name) else None
 
 
 def circular_indices(group: Group) -> tuple[int, ...]:
