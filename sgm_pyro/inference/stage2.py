@@ -44,6 +44,7 @@ class PriorConfig:
     val_size: int = 1024
     log_every: int = 50  # steps between reads of the loss (each read waits on the GPU); NaNs are caught then
     reaugment_pose: str = "mode"  # pose of the random view in x̂': "mode" f(x_rnd) (SPEC 4) or "sample" of q
+    plain_draws: int = 0  # draws per image whose x̂' is x̂ itself, not re-derived from a random view
     # pool images to image_size x image_size before re-augmenting (None: full size); for 64x64 data whose
     # pose network and prior features see 32x32 anyway, this spends a quarter of the warps on the same pixels
     image_size: int | None = None
@@ -51,6 +52,9 @@ class PriorConfig:
     def __post_init__(self) -> None:
         check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
                             positive=("lr", "clip_norm"), non_negative=("consistency",))
+        if not (isinstance(self.plain_draws, int) and 0 <= self.plain_draws <= self.num_draws):
+            raise ValueError(f"PriorConfig.plain_draws must be an integer between 0 and num_draws={self.num_draws}, "
+                             f"got {self.plain_draws!r}")
         check_coordinate_scale(self.augment_scale, "PriorConfig.augment_scale")
         if self.reaugment_pose not in REAUGMENT_POSES:
             raise ValueError(f"PriorConfig.reaugment_pose must be one of {REAUGMENT_POSES}, got {self.reaugment_pose!r}")
@@ -61,21 +65,27 @@ REAUGMENT_POSES = ("mode", "sample")
 
 @torch.no_grad()
 def reaugmented_pairs(inference: PrototypeInference, x: Tensor, num_draws: int, scale: CoordinateScale,
-                      pose: str = "mode") -> tuple[Tensor, Tensor]:
+                      pose: str = "mode", plain_draws: int = 0) -> tuple[Tensor, Tensor]:
     """Training pairs ``(x̂', η_x)`` of SPEC 4, ``num_draws`` per image stacked along the batch.
 
     ``η_x ~ q_ω(· | x)``; ``x̂'`` is ``x`` warped once by the chain ``η_rnd, f(x_rnd)⁻¹`` with
     ``η_rnd`` uniform on ``offset ± scale · bounds`` and ``x_rnd = T_{η_rnd}(x)``: a prototype
     re-derived from a random view, which makes the density robust to an imperfectly invariant
     ``f_ω``. ``pose="mode"`` uses the pose ``f(x_rnd)`` as SPEC 4 does; ``"sample"`` a draw of
-    ``q_ω(· | x_rnd)`` instead (the earlier behaviour; docs/results.md compares the two).
+    ``q_ω(· | x_rnd)`` instead (the earlier behaviour; docs/results.md compares the two). The first
+    ``plain_draws`` draws take ``η_rnd`` as the identity, so their ``x̂'`` is the prototype ``x̂`` that
+    ``p(η | x̂)`` is asked about once fitted.
     """
     if pose not in REAUGMENT_POSES:
         raise ValueError(f"pose must be one of {REAUGMENT_POSES}, got {pose!r}")
+    if not 0 <= plain_draws <= num_draws:
+        raise ValueError(f"plain_draws must be between 0 and num_draws={num_draws}, got {plain_draws}")
     g = inference.group
     xs = x.repeat(num_draws, 1, 1, 1)
     eta_x = inference.rsample(xs)
     r = g.sample_uniform(xs.shape[0], scale=scale).to(x.dtype)
+    if plain_draws:
+        r[: plain_draws * x.shape[0]] = 0.0  # the identity
     x_rnd = g.apply(xs, r)
     eta_rnd = inference.mode(x_rnd) if pose == "mode" else inference.rsample(x_rnd)
     return g.apply_chain(xs, [r, g.inverse(eta_rnd)]), eta_x
@@ -194,7 +204,8 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
         with checks_on_first_step() as step_done:
             for step in range(start, cfg.steps):
                 x = downsample_to(next(batches).to(device, non_blocking=True), cfg.image_size)
-                x_hat, eta = reaugmented_pairs(inference, x, cfg.num_draws, cfg.augment_scale, cfg.reaugment_pose)
+                x_hat, eta = reaugmented_pairs(inference, x, cfg.num_draws, cfg.augment_scale, cfg.reaugment_pose,
+                                               cfg.plain_draws)
                 log.append(step, svi_step(loss_and_grads, optim, prior, x_hat, eta).reshape(1))
                 step_done()
                 validate = val_images is not None and isinstance(prior, nn.Module) and \

@@ -69,11 +69,7 @@ class EquivariantPoint(nn.Module):
             raise ValueError(f"copies must be at least 2, got {copies}")
         if coordinate not in PERIODS:
             raise ValueError(f"coordinate must be one of {tuple(PERIODS)}, got {coordinate!r}")
-        harmonics = tuple(int(m) for m in harmonics)
-        if (not harmonics or any(not 1 <= m <= int(copies) // 2 for m in harmonics)
-                or any(a <= b or a % b for a, b in zip(harmonics, harmonics[1:]))):
-            raise ValueError(f"harmonics must be decreasing orders between 1 and copies / 2 = {int(copies) // 2}, "
-                             f"each a multiple of the next, got {harmonics}")
+        harmonics = check_harmonics(harmonics, int(copies) // 2)
         c, h, w = (int(s) for s in image_shape)
         if input_size is not None and max(h, w) > int(input_size):
             h = w = int(input_size)
@@ -138,17 +134,33 @@ class EquivariantPoint(nn.Module):
         so that each ``φ_m`` learns the poses too and its picks move away from their boundaries.
         """
         v = self(x, group, index)
-        a = torch.atan2(v[..., 1], v[..., 0])  # (N, harmonics)
-        top = self.harmonics[0]
-        theta = a[:, 0] / top
-        if len(self.harmonics) == 1:
-            return theta
-        through, prev = theta.new_zeros(()), 2 * math.pi / top
-        for j, m in enumerate(self.harmonics[1:], start=1):
-            cell = 2 * math.pi / m
-            estimate = a[:, j] / m
-            theta = theta + prev * torch.round(wrap_period(estimate - theta, cell) / prev).detach()
-            candidate = theta + wrap_period(estimate - theta, cell)  # the estimate, written next to theta
-            through = through + (candidate - candidate.detach())
-            prev = cell
-        return wrap_period(theta + through / (len(self.harmonics) - 1), 2 * math.pi)
+        return unwrap_harmonics(torch.atan2(v[..., 1], v[..., 0]), self.harmonics)
+
+
+def check_harmonics(harmonics: Sequence[int], max_order: int | None = None) -> tuple[int, ...]:
+    """``harmonics`` as a tuple of decreasing orders, each a multiple of the next, at most ``max_order``."""
+    orders = tuple(int(m) for m in harmonics)
+    top = max_order if max_order is not None else max(orders, default=1)
+    if (not orders or any(not 1 <= m <= top for m in orders)
+            or any(a <= b or a % b for a, b in zip(orders, orders[1:]))):
+        bound = f" between 1 and copies / 2 = {max_order}" if max_order is not None else " of at least 1"
+        raise ValueError(f"harmonics must be decreasing orders{bound}, each a multiple of the next, got {tuple(harmonics)}")
+    return orders
+
+
+def unwrap_harmonics(a: Tensor, harmonics: tuple[int, ...]) -> Tensor:
+    """One angle in ``(-π, π]`` from the angles ``a: (N, len(harmonics))`` of points that turn ``m`` times
+    as fast as the image, orders decreasing (see :meth:`EquivariantPoint.angle`)."""
+    top = harmonics[0]
+    theta = a[:, 0] / top
+    if len(harmonics) == 1:
+        return theta
+    through, prev = theta.new_zeros(()), 2 * math.pi / top
+    for j, m in enumerate(harmonics[1:], start=1):
+        cell = 2 * math.pi / m
+        estimate = a[:, j] / m
+        theta = theta + prev * torch.round(wrap_period(estimate - theta, cell) / prev).detach()
+        candidate = theta + wrap_period(estimate - theta, cell)  # the estimate, written next to theta
+        through = through + (candidate - candidate.detach())
+        prev = cell
+    return wrap_period(theta + through / (len(harmonics) - 1), 2 * math.pi)

@@ -24,11 +24,12 @@ from .trainers import loop
 
 
 # version 3 records the rotation and hue heads, version 2 only the rotation head, version 1 neither
-FORMAT = "sgm-pyro/SGM/4"
+FORMAT = "sgm-pyro/SGM/5"
 # the heads the older formats were written with (the reference heads were then the default)
 _OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real", "colour_head": "mlp"},
               "sgm-pyro/SGM/2": {"hue_head": "real", "colour_head": "mlp"},
-              "sgm-pyro/SGM/3": {"colour_head": "mlp"}}
+              "sgm-pyro/SGM/3": {"colour_head": "mlp"},
+              "sgm-pyro/SGM/4": {}}
 
 
 class SGM(PyroModule):
@@ -238,6 +239,8 @@ class SGM(PyroModule):
         if "rotation_head" in old:  # format 1 named no head, but a circle head has one output more than η
             old["rotation_head"] = _format1_rotation_head(ckpt["state_dict"], group.dim)
         cfg["inference_kwargs"] = {**old, **cfg["inference_kwargs"]}
+        if ckpt["format"] in _OLD_HEADS and cfg["inference_kwargs"].get("rotation_head") != "equivariant":
+            cfg["inference_kwargs"].pop("rotation_harmonics", None)  # before format 5 only that head read them
         if cfg["prior"] is None and prior is None:
             raise ValueError(f"{path} was saved with a user-supplied prior program; pass it as SGM.load(..., prior=...)")
         model = cls(group, cfg["image_shape"], prior if prior is not None else cfg["prior"],

@@ -133,6 +133,30 @@ def test_symmetric_prototypes_are_compared_modulo_their_symmetry():
     assert scores["heart"]["pose"]["rot"]["w1"] > 20
 
 
+def test_a_rotation_kept_in_the_prototype_does_not_bias_the_scale():
+    # Squares whose learned prototype keeps each image's own rotation (x̂_learned = R_θ x̂_true, scaled by
+    # a constant): A(η̂) = A(η) R(−θ) A(c)⁻¹. The pairs A(η̂)⁻¹ A(η) then spread over the 90° cell, and
+    # the element-wise median of those matrices charged the isotropic scale an offset of
+    # log cos 22.5° = −0.08 it does not have; the scale must come out exact.
+    from sgm_pyro.analysis.pose_alignment import rotation_matrix
+
+    task = get_task("color-affine")
+    group, data = task.make_group(), task.generate(600, seed=2)
+    affine = group.affine
+    na = affine.dim
+    rot = data.eta[:, affine.names.index("rot")].double()
+    c = torch.zeros(1, na, dtype=torch.float64)
+    c[0, affine.names.index("log_sx")] = c[0, affine.names.index("log_sy")] = -0.1
+    a = affine.matrix(data.eta[:, :na].double()) @ rotation_matrix(affine, -rot) @ torch.linalg.inv(
+        affine.matrix(c.expand(len(rot), -1)))
+    learned = data.eta.clone().double()
+    learned[:, :na] = affine_log(affine, a)
+    scores, _ = recovery_scores(group, data.eta, learned, data.labels, data.class_names, data.symmetry)
+    square = scores["square"]["pose"]
+    assert square["log_sx"]["w1"] < 1e-3 and square["log_sy"]["w1"] < 1e-3, square
+    assert square["rot"]["w1"] > 15  # a point mass against the uniform 90° cell: 22.5° away
+
+
 def test_bad_shapes_are_named():
     g = AffineGroup(bounds=(math.pi,), generators=("rot",))
     with pytest.raises(ValueError, match="must be"):

@@ -136,3 +136,17 @@ def test_a_wider_pose_box_keeps_the_views_and_the_scores_on_the_tasks_box():
         a, b = by_task[cname]["pose"]["tx"], by_callable[cname]["pose"]["tx"]
         assert a["w1"] == pytest.approx(b["w1"]) and a["w1"] > 0
         assert a["fraction"] == pytest.approx(2 * b["fraction"])
+
+
+def test_stage_kwargs_reach_the_stage_configs():
+    # every stage setting of RecoverySettings is a field of the stage's config (SGM.fit rejects others)
+    from sgm_pyro.inference import InferenceConfig, PriorConfig
+
+    task = get_task("color-affine")
+    s = recovery.SETTINGS["color-affine"]
+    stage1, stage2 = recovery.stage_kwargs(task, s)
+    assert stage2["prior_plain_draws"] == s.prior_plain_draws == 1 <= s.num_draws
+    inf = InferenceConfig(**{k[len("inference_"):]: v for k, v in stage1.items()})
+    prior = PriorConfig(**{k[len("prior_"):]: v for k, v in stage2.items()})
+    assert (inf.isotropy_weight, prior.plain_draws, prior.num_draws) == (s.isotropy_weight, 1, s.num_draws)
+    assert recovery.stage_kwargs(task, RecoverySettings())[1]["prior_plain_draws"] == 0

@@ -160,6 +160,30 @@ def test_reaugmented_prototype_uses_the_pose_of_the_random_view():
         PriorConfig(reaugment_pose="draw")
 
 
+def test_plain_draws_pair_the_pose_with_the_prototype_itself():
+    # a network that is not equivariant (it answers 0.3 whatever the view): re-derived prototypes keep
+    # the view's rotation, plain draws are x warped once by f(x)⁻¹
+    from sgm_pyro.inference.stage2 import PriorConfig, reaugmented_pairs
+
+    torch.manual_seed(0)
+    g = make_group()
+    net = PrototypeInference(g, (1, 33, 33), hidden=(4,), rotation_head="real", sigma_init=1e-9).double()
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.fill_(0.3 / math.pi)  # to_box multiplies by the bound π
+    x = torch.cat([off_centre_blob(angle=a) for a in (0.0, 1.5, -2.0)])
+    x_hat, eta = reaugmented_pairs(net, x, 4, 1.0, plain_draws=2)
+    plain = g.apply(x, g.inverse(net.mode(x)))
+    torch.testing.assert_close(x_hat[:6], torch.cat([plain, plain]))
+    assert (x_hat[6:] - torch.cat([plain, plain])).abs().amax() > 0.5  # the random views' rotations remain
+    torch.testing.assert_close(eta, torch.full((12, 1), 0.3, dtype=torch.float64), atol=1e-6, rtol=0)
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match="plain_draws"):
+            reaugmented_pairs(net, x, 4, 1.0, plain_draws=bad)
+    with pytest.raises(ValueError, match="plain_draws"):
+        PriorConfig(num_draws=2, plain_draws=3)
+
+
 @pytest.mark.parametrize("angle", [0.0, 0.7, -2.5, math.pi / 2])
 def test_upright_prior_scores_the_pose_of_the_image_as_given(angle):
     # the oracle is exactly equivariant, so the views' terms vanish and only the prior remains

@@ -287,6 +287,22 @@ def test_a_checkpoint_of_format_2_loads_with_the_reference_hue_head(tmp_path):
     torch.testing.assert_close(loaded.infer_eta(x), new.eval().infer_eta(x))
 
 
+def test_a_checkpoint_of_format_4_loads_a_circle_head_with_the_one_point_it_had(tmp_path):
+    # before format 5 the circle head ignored rotation_harmonics; such a file names them all the same
+    old = tiny_model(inference_kwargs=dict(hidden=(16,), rotation_head="circle"))
+    torch.nn.init.normal_(old.inference.head[-1].weight)
+    ckpt_kwargs = old.config()["inference_kwargs"]
+    ckpt_kwargs["rotation_harmonics"] = [4, 2, 1]
+    old._config["inference_kwargs"] = ckpt_kwargs
+    loaded = as_old_format(old, tmp_path, 4)
+    assert loaded.inference.rotation_harmonics == (1,)
+    x = bars(4)
+    torch.testing.assert_close(loaded.infer_eta(x), old.eval().infer_eta(x))
+    with pytest.raises(ValueError, match="does not match"):  # read as format 5 it asks for three points
+        old.save(tmp_path / "v5.pt")
+        sgm_pyro.SGM.load(tmp_path / "v5.pt")
+
+
 def test_a_checkpoint_of_format_3_loads_with_the_pose_networks_colour_outputs(tmp_path):
     # format 3 had no pixel-set colour head: log_sat and log_val came from the pose network
     group = sgm_pyro.ProductGroup(sgm_pyro.ColorGroup(offset=(0.5, 0, 0)), sgm_pyro.AffineGroup(bounds=(0.25, 0.25, math.pi, 0.25, 0.25)))
