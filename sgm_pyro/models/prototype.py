@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..groups import Group
 from ..nn import MLP, ConvFeatures, downsample_to
 from .box_normal import BoxNormal
-from .equivariant_angle import PERIODS, EquivariantPoint, angle_to_value, check_harmonics, unwrap_harmonics
+from .equivariant_angle import PERIODS, EquivariantPoint, angle_to_value, check_harmonics
 from .pixel_set_colour import PixelSetColour
 
 NETWORKS = ("mlp", "cnn")
@@ -64,9 +64,7 @@ class PrototypeInference(PyroModule):
               ``rotation_harmonics=(4, 2, 1)`` lets it un-rotate shapes with 2- and 4-fold symmetry
               too (a square within its 90° cell; see :class:`EquivariantPoint`).
             * ``"circle"``: ``atan2(s, 1 + c)`` of a point predicted by the MLP: no seam at ±180°,
-              but no equivariance either. With ``rotation_harmonics=(4, 2, 1)`` the MLP predicts a
-              point per order and the angle is unwrapped from the 4th down, as for the equivariant
-              head: a continuous output can then give a square its angle within its 90° cell.
+              but no equivariance either.
             * ``"real"``: the reference, one real number. A continuous map from rotated images to
               ℝ must jump somewhere on the circle (Zhou et al., CVPR 2019).
 
@@ -126,13 +124,13 @@ class PrototypeInference(PyroModule):
         else:
             self.features = ConvFeatures((c, h, w), channels)
             width = self.features.out_features
-        # A circle head emits one extra output per coordinate: (c, s) of its point replaces its single
-        # number; with harmonics, the rotation's circle head emits a point per order.
         self.rotation_harmonics = check_harmonics(rotation_harmonics)
-        if self.rotation_head == "real" and self.rotation_harmonics != (1,):
-            raise ValueError(f"rotation_harmonics={self.rotation_harmonics} needs a circle or equivariant rotation "
-                             f"head on a full-circle rotation box (the head here is 'real')")
-        extra = sum(2 * len(self._orders(n)) - 1 for _, n, h in self.circles if h == "circle")
+        if self.rotation_head != "equivariant" and self.rotation_harmonics != (1,):
+            # measured for the circle head (docs/results.md §3): squares not un-rotated, the demo's stage 1 broken
+            raise ValueError(f"rotation_harmonics={self.rotation_harmonics} needs the equivariant rotation head "
+                             f"on a full-circle rotation box (the head here is {self.rotation_head!r})")
+        # a circle head emits one extra output per coordinate: (c, s) of its point replaces its single number
+        extra = sum(h == "circle" for _, _, h in self.circles)
         self.head = None if only_equivariant else MLP(width, hidden, group.dim + extra, zero_last=True)
 
         def point(coordinate: str, head: str) -> EquivariantPoint | None:
@@ -153,9 +151,6 @@ class PrototypeInference(PyroModule):
         self.equivariant = point("rot", self.rotation_head)
         self.equivariant_hue = point("hue", self.hue_head)
         self.log_sigma = nn.Parameter(torch.full((group.dim,), math.log(sigma_init)))
-
-    def _orders(self, name: str) -> tuple[int, ...]:
-        return self.rotation_harmonics if name == "rot" else (1,)
 
     @property
     def sigma(self) -> Tensor:
@@ -180,12 +175,8 @@ class PrototypeInference(PyroModule):
         for i, name, head in self.circles:
             if head == "circle":
                 # zero-initialised outputs give the point (1, 0): angle 0, the identity, with a finite gradient
-                orders = self._orders(name)
-                cs = [cols[i]] + [extra[:, j + 1 + 2 * k] for k in range(len(orders) - 1)]
-                ss = [extra[:, j]] + [extra[:, j + 2 + 2 * k] for k in range(len(orders) - 1)]
-                angle = unwrap_harmonics(torch.stack([torch.atan2(sn, 1.0 + cn) for cn, sn in zip(cs, ss)], 1),
-                                         orders)
-                j += 2 * len(orders) - 1
+                angle = torch.atan2(extra[:, j], 1.0 + cols[i])
+                j += 1
             else:
                 angle = (self.equivariant if name == "rot" else self.equivariant_hue).angle(x, g, i)
             v = angle_to_value(angle, g, i, PERIODS[name])

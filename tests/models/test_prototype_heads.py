@@ -59,6 +59,19 @@ def test_the_circle_head_has_one_extra_output_and_a_finite_density():
     assert torch.isfinite(q.log_prob(q.rsample())).all()
 
 
+def test_harmonics_need_a_head_that_reads_them():
+    group = sgm_pyro.AffineGroup(bounds=(0.5, 0.5, math.pi, 0.5, 0.5))
+    for head in ("real", "circle"):  # before format 5 of the checkpoints these heads ignored them silently
+        with pytest.raises(ValueError, match="rotation_harmonics"):
+            sgm_pyro.PrototypeInference(group, (1, 8, 8), hidden=(16,), rotation_head=head, rotation_harmonics=(4, 1))
+    with pytest.raises(ValueError, match="harmonics must be decreasing"):
+        sgm_pyro.PrototypeInference(group, (1, 8, 8), hidden=(16,), rotation_head="equivariant",
+                                    rotation_harmonics=(4, 3))
+    net = sgm_pyro.PrototypeInference(group, (1, 8, 8), hidden=(16,), rotation_head="equivariant",
+                                      rotation_harmonics=(4, 2, 1))
+    assert net.rotation_harmonics == net.equivariant.harmonics == (4, 2, 1)
+
+
 def test_the_circle_head_is_used_only_when_the_box_covers_the_circle():
     assert circular_index(sgm_pyro.AffineGroup(bounds=(0.5, 0.5, math.pi, 0.5, 0.5))) == 2
     assert circular_index(sgm_pyro.AffineGroup(bounds=(0.5, 0.5, 1.0, 0.5, 0.5))) is None
