@@ -8,8 +8,9 @@ the coordinate-wise median of their logarithms (a circular median for the rotati
 learned pose (and every sample of ``p(η | x̂)``) through ``η̂ ↦ log(A(η̂) G)``. (The element-wise median
 of the matrices themselves is biased where the pairs' rotations spread: over rotations uniform on
 ±45° the median of ``s cos θ`` is ``0.92 s``, which charged a model that keeps a square's rotation in
-its prototype with a log-scale offset of −0.08 it did not have.) One group element per class is fitted, a handful of
-numbers against hundreds of images, so the alignment cannot hide a distribution of the wrong shape.
+its prototype with a log-scale offset of −0.08 it did not have.) One group element per class is
+fitted, a handful of numbers against hundreds of images, so the alignment cannot hide a distribution
+of the wrong shape.
 
 A prototype with rotational symmetry of order ``m`` (a square: 4) leaves the true pose defined only
 up to a rotation by ``2π/m``; each image's true pose is taken as the representative closest to the

@@ -134,7 +134,20 @@ class EquivariantPoint(nn.Module):
         so that each ``φ_m`` learns the poses too and its picks move away from their boundaries.
         """
         v = self(x, group, index)
-        return unwrap_harmonics(torch.atan2(v[..., 1], v[..., 0]), self.harmonics)
+        a = torch.atan2(v[..., 1], v[..., 0])  # (N, harmonics)
+        top = self.harmonics[0]
+        theta = a[:, 0] / top
+        if len(self.harmonics) == 1:
+            return theta
+        through, prev = theta.new_zeros(()), 2 * math.pi / top
+        for j, m in enumerate(self.harmonics[1:], start=1):
+            cell = 2 * math.pi / m
+            estimate = a[:, j] / m
+            theta = theta + prev * torch.round(wrap_period(estimate - theta, cell) / prev).detach()
+            candidate = theta + wrap_period(estimate - theta, cell)  # the estimate, written next to theta
+            through = through + (candidate - candidate.detach())
+            prev = cell
+        return wrap_period(theta + through / (len(self.harmonics) - 1), 2 * math.pi)
 
 
 def check_harmonics(harmonics: Sequence[int], max_order: int | None = None) -> tuple[int, ...]:
@@ -146,21 +159,3 @@ def check_harmonics(harmonics: Sequence[int], max_order: int | None = None) -> t
         bound = f" between 1 and copies / 2 = {max_order}" if max_order is not None else " of at least 1"
         raise ValueError(f"harmonics must be decreasing orders{bound}, each a multiple of the next, got {tuple(harmonics)}")
     return orders
-
-
-def unwrap_harmonics(a: Tensor, harmonics: tuple[int, ...]) -> Tensor:
-    """One angle in ``(-π, π]`` from the angles ``a: (N, len(harmonics))`` of points that turn ``m`` times
-    as fast as the image, orders decreasing (see :meth:`EquivariantPoint.angle`)."""
-    top = harmonics[0]
-    theta = a[:, 0] / top
-    if len(harmonics) == 1:
-        return theta
-    through, prev = theta.new_zeros(()), 2 * math.pi / top
-    for j, m in enumerate(harmonics[1:], start=1):
-        cell = 2 * math.pi / m
-        estimate = a[:, j] / m
-        theta = theta + prev * torch.round(wrap_period(estimate - theta, cell) / prev).detach()
-        candidate = theta + wrap_period(estimate - theta, cell)  # the estimate, written next to theta
-        through = through + (candidate - candidate.detach())
-        prev = cell
-    return wrap_period(theta + through / (len(harmonics) - 1), 2 * math.pi)

@@ -23,7 +23,8 @@ from .prototype import PrototypeInference
 from .trainers import loop
 
 
-# version 3 records the rotation and hue heads, version 2 only the rotation head, version 1 neither
+# version 5 refuses rotation harmonics for heads other than the equivariant one (4 ignored them), 4 records
+# the colour head, 3 the rotation and hue heads, 2 only the rotation head, 1 neither
 FORMAT = "sgm-pyro/SGM/5"
 # the heads the older formats were written with (the reference heads were then the default)
 _OLD_HEADS = {"sgm-pyro/SGM/1": {"rotation_head": "real", "hue_head": "real", "colour_head": "mlp"},
