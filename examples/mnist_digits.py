@@ -38,6 +38,7 @@ def fit_protocol(images, labels, max_degrees: float, args) -> dict:
               batch_size=args.batch_size, val_images=rotated[val], device=args.device, seed=args.seed,
               progress=not args.no_progress, inference_lr=3e-3, inference_augment_scale=1.0,
               inference_upright_weight=args.upright_weight,
+              inference_upright_concentrated_weight=args.upright_concentrated_weight,
               prior_augment_scale=1.0)  # SPEC 4: MNIST re-augments with the full box
     seconds = time.perf_counter() - start
     x, y = rotated[test].to(model.device), labels[test]
@@ -69,10 +70,13 @@ def fit_protocol(images, labels, max_degrees: float, args) -> dict:
                        title=f"held-out digits (±{max_degrees:.0f}°) above their prototypes",
                        path=args.out_dir / f"prototypes_{max_degrees:.0f}.png")
     hist = model.history
+    weights = hist["inference"]["upright_weight"]
     if args.out_dir is not None:
         model.save(args.out_dir / f"model_{max_degrees:.0f}.pt")
     return {"max_degrees": max_degrees, "fit_seconds": seconds, "per_class": per_class, "pose_tracking": tracking,
             "val_mse": dict(step=hist["inference"].get("val_step", []), value=hist["inference"].get("val_mse", [])),
+            # the canonicalisation prior's weight in stage 1 (it follows the poses' concentration), per 100 steps
+            "upright_weight": [float(np.mean(w)) for w in np.array_split(weights, max(1, len(weights) // 100))],
             "val_log_prob": dict(step=hist["prior"].get("val_step", []),
                                  value=hist["prior"].get("val_log_prob", []))}
 
@@ -114,6 +118,8 @@ def main(argv=None) -> None:
     p.add_argument("--upright-weight", type=float, default=None,
                    help="canonicalisation prior of stage 1 (InferenceConfig.upright_weight; default: 0.2 for the "
                         "equivariant head, 0 for the others)")
+    p.add_argument("--upright-concentrated-weight", type=float, default=None,
+                   help="InferenceConfig.upright_concentrated_weight")
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--device", default="cpu")
@@ -135,6 +141,7 @@ def main(argv=None) -> None:
         {"args": vars(args), "circular_std_deg": summary, "kuiper_uniform": kuiper,
          "fit_seconds": [r["fit_seconds"] for r in results],
          "pose_tracking": {f"±{r['max_degrees']:.0f}": r["pose_tracking"] for r in results},
+         "upright_weight": {f"±{r['max_degrees']:.0f}": r["upright_weight"] for r in results},
          "curves": [{"max_degrees": r["max_degrees"], "val_mse": r["val_mse"], "val_log_prob": r["val_log_prob"]}
                     for r in results]}, indent=2))
     print("mean circular std of the learned rotation (degrees) per digit:")

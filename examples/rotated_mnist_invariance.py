@@ -46,7 +46,8 @@ def run(args) -> dict:
     inference = sgm_pyro.PrototypeInference(group, (1, 28, 28), **kwargs)
     cfg = InferenceConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, val_every=args.val_every,
                           val_size=1000, warmup_fraction=args.warmup_fraction, blur_fraction=args.blur_fraction,
-                          num_draws=args.num_draws, upright_weight=args.upright_weight)
+                          num_draws=args.num_draws, upright_weight=args.upright_weight,
+                          upright_concentrated_weight=args.upright_concentrated_weight)
     start = time.perf_counter()
     hist = fit_inference(inference, train, cfg, val_images=held, seed=args.seed, progress=not args.no_progress)
     seconds = time.perf_counter() - start
@@ -55,7 +56,13 @@ def run(args) -> dict:
     curve = [{"step": s, "seconds": seconds * s / cfg.steps, "val_mse": v}
              for s, v in zip(hist["val_step"], hist["val_mse"])]
     return {"args": vars(args), "seconds": seconds, "final_val_mse": final, "curve": curve,
-            "images_per_second": cfg.steps * cfg.batch_size / seconds}
+            "images_per_second": cfg.steps * cfg.batch_size / seconds,
+            # the canonicalisation prior's weight (it follows the poses' concentration), mean per 50 steps
+            "upright_weight": block_means(hist["upright_weight"], 50)}
+
+
+def block_means(values: list[float], block: int) -> list[float]:
+    return [sum(values[i:i + block]) / len(values[i:i + block]) for i in range(0, len(values), block)]
 
 
 def main(argv=None) -> None:
@@ -72,6 +79,8 @@ def main(argv=None) -> None:
     p.add_argument("--rotation-head", default="equivariant", choices=("circle", "equivariant", "real"))
     p.add_argument("--upright-weight", type=float, default=None,
                    help="InferenceConfig.upright_weight (default: the library default for the head)")
+    p.add_argument("--upright-concentrated-weight", type=float, default=None,
+                   help="InferenceConfig.upright_concentrated_weight")
     p.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
     p.add_argument("--hidden", type=int, nargs="*", default=None)
     p.add_argument("--input-size", type=int, default=None)

@@ -155,6 +155,15 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
 
 
 @torch.no_grad()
+def all_reduce_sum(values: Tensor) -> Tensor:
+    """``values`` summed over the ranks (a copy; ``values`` itself in a single process). No gradient flows."""
+    if not is_distributed():
+        return values
+    values = values.detach().clone()
+    dist.all_reduce(values)
+    return values
+
+
 def all_reduce_grads(params: Sequence[Tensor], values: Sequence[Tensor | float] = (), *,
                      op: str = "mean", as_tensor: bool = False) -> list[float] | Tensor:
     """Average (or sum) the ``.grad`` of ``params`` over the ranks, in place, with one all-reduce.

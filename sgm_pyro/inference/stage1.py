@@ -41,6 +41,7 @@ class InferenceConfig:
     augment_scale: CoordinateScale = 1.0
     image_size: int | None = None
     upright_weight: float | None = None  # canonicalisation prior; None: 0.2 for an equivariant head (InvarianceLoss)
+    upright_concentrated_weight: float | None = None  # its weight for concentrated poses (InvarianceLoss)
     isotropy_weight: float = 0.0  # canonicalisation prior towards isotropic scales (InvarianceLoss)
     val_every: int = 500
     val_size: int = 512
@@ -49,14 +50,17 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         check_config_fields(self, integers=("steps", "batch_size", "num_draws", "val_every", "log_every"),
                             positive=("lr", "sigma_lr", "clip_norm"),
-                            non_negative=("inv_weight", "blur_sigma", "blur_fraction", "upright_weight", "isotropy_weight"),
-                            optional=("upright_weight",))
+                            non_negative=("inv_weight", "blur_sigma", "blur_fraction", "upright_weight",
+                                          "upright_concentrated_weight", "isotropy_weight"),
+                            optional=("upright_weight", "upright_concentrated_weight"))
         check_coordinate_scale(self.augment_scale, "InferenceConfig.augment_scale")
 
     def loss(self) -> InvarianceLoss:
         return InvarianceLoss(num_draws=self.num_draws, inv_weight=self.inv_weight, symmetric=self.symmetric,
                               augment_scale=self.augment_scale, image_size=self.image_size,
-                              upright_weight=self.upright_weight, isotropy_weight=self.isotropy_weight)
+                              upright_weight=self.upright_weight,
+                              upright_concentrated_weight=self.upright_concentrated_weight,
+                              isotropy_weight=self.isotropy_weight)
 
 
 def check_pooled_inputs(image_size: int | None, sizes: dict[str, int | None]) -> None:
@@ -94,7 +98,8 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
 
     AdamW with global-norm clipping and warm-up + cosine decay for the network; σ has its own Adam.
     ``state`` resumes from a dictionary produced by an earlier ``on_checkpoint`` call. Returns the
-    history: ``{"step": [...], "loss": [...], "mse": [...], "inv": [...], "val_step": [...], "val_mse": [...]}``.
+    history: ``{"step": [...], "loss": [...], "mse": [...], "inv": [...], "upright_weight": [...], "val_step": [...],
+    "val_mse": [...]}`` (``upright_weight``: the canonicalisation prior's weight at each step, 0 when it is off).
 
     In a process group of several ranks (:mod:`~sgm_pyro.inference.distributed`) each rank draws
     ``batch_size`` images of its own and its own random views, and the gradients (and logged
@@ -112,7 +117,8 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     distributed = is_distributed()
     batches = make_batches(data, cfg.batch_size, seed=seed, image_shape=inference.image_shape, rank=get_rank(),
                            world_size=get_world_size(), device=device)
-    history: dict[str, list] = {k: [] for k in ("step", "loss", "mse", "inv", "val_step", "val_mse")}
+    history: dict[str, list] = {k: [] for k in ("step", "loss", "mse", "inv", "upright_weight",
+                                                        "val_step", "val_mse")}
     start = 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -127,7 +133,7 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     if val_images is not None:
         val_images = val_images[: cfg.val_size].to(device)
     # Loss terms stay on the device and are read every log_every steps (one host sync each time).
-    log = StepLog(history, ("loss", "mse", "inv"), "stage 1", cfg.log_every, display=("sigma",))
+    log = StepLog(history, ("loss", "mse", "inv", "upright_weight"), "stage 1", cfg.log_every, display=("sigma",))
     zero = torch.zeros((), device=device)
 
     def snapshot(step: int) -> dict:
@@ -141,11 +147,12 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
         for step in range(start, cfg.steps):
             x = next(batches).to(device, non_blocking=True)
             x = gaussian_blur(x, blur_sigma_at(step, cfg))
-            terms = loss_fn(inference, x)
+            terms = loss_fn(inference, x, sync_ranks=True) if distributed else loss_fn(inference, x)
             opt.zero_grad(set_to_none=True)
             sigma_opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            logged = torch.stack([terms["loss"], terms["mse"], terms.get("inv", zero)]).detach()
+            logged = torch.stack([terms["loss"], terms["mse"], terms.get("inv", zero),
+                                  terms.get("upright_weight", zero)]).detach()
             if distributed:  # the step of the union of the ranks' batches: average before clipping
                 logged = all_reduce_grads(net_params + [inference.log_sigma], list(logged), as_tensor=True)
             torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_norm)

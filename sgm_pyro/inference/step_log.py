@@ -55,5 +55,5 @@ class StepLog:
                 raise non_finite_loss(row[0], step, self.stage)
             self.history["step"].append(step)
             for name, value in zip(self.names, row):
-                self.history[name].append(value)
+                self.history.setdefault(name, []).append(value)  # a value added since an older checkpoint
         return dict(zip(self.names + self.display, rows[-1]))

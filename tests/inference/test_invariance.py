@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sgm_pyro.groups import AffineGroup
-from sgm_pyro.inference import InvarianceLoss
+from sgm_pyro.inference import InferenceConfig, InvarianceLoss
 from sgm_pyro.models import PrototypeInference
 
 
@@ -230,6 +230,24 @@ def test_the_upright_prior_defaults_to_on_for_the_equivariant_head_only():
     assert InvarianceLoss(upright_weight=0.3).upright_weight_for(heads["real"]) == 0.3
 
 
+def test_the_default_upright_prior_strengthens_with_concentrated_poses_for_the_equivariant_head_only():
+    from sgm_pyro.inference.invariance import EQUIVARIANT_CONCENTRATED_UPRIGHT_WEIGHT, EQUIVARIANT_UPRIGHT_WEIGHT
+
+    g = make_group()
+    heads = {h: PrototypeInference(g, (1, 16, 16), hidden=(4,), rotation_head=h) for h in ("real", "circle",
+                                                                                          "equivariant")}
+    assert EQUIVARIANT_CONCENTRATED_UPRIGHT_WEIGHT > EQUIVARIANT_UPRIGHT_WEIGHT
+    top = InvarianceLoss().upright_concentrated_weight_for(heads["equivariant"])
+    assert top == EQUIVARIANT_CONCENTRATED_UPRIGHT_WEIGHT
+    assert [InvarianceLoss().upright_concentrated_weight_for(heads[h]) for h in ("real", "circle")] == [None, None]
+    # a weight the user sets stays constant unless the concentrated weight is set as well
+    assert InvarianceLoss(upright_weight=0.3).upright_concentrated_weight_for(heads["equivariant"]) is None
+    assert InvarianceLoss(upright_weight=0.3, upright_concentrated_weight=1.0).upright_concentrated_weight_for(
+        heads["real"]) == 1.0
+    with pytest.raises(ValueError, match="upright_concentrated_weight"):
+        InferenceConfig(upright_concentrated_weight=-1.0)
+
+
 def test_isotropy_prior_scores_the_anisotropy_of_the_pose_of_the_image_as_given():
     g = AffineGroup(bounds=(0.5, 0.5, 0.5, 0.5, 0.5))
     net = PrototypeInference(g, (1, 16, 16), hidden=(4,), rotation_head="real", sigma_init=1e-6)
@@ -250,3 +268,33 @@ def test_isotropy_prior_scores_the_anisotropy_of_the_pose_of_the_image_as_given(
     rotation_only = AffineGroup(bounds=(math.pi,), generators=("rot",))
     net = PrototypeInference(rotation_only, (1, 16, 16), hidden=(4,), rotation_head="real")
     assert "isotropy" not in InvarianceLoss(num_draws=1, inv_weight=0.0, isotropy_weight=1.0)(net, x)
+
+
+def test_pose_concentration_estimates_the_squared_mean_resultant_without_bias():
+    from sgm_pyro.inference.invariance import pose_concentration
+
+    torch.manual_seed(0)
+    assert pose_concentration(torch.full((5,), 0.7)).item() == pytest.approx(1.0)
+    # evenly spread poses have no concentration at any batch size (the plain |mean|² would be 1/n on average)
+    assert pose_concentration(torch.arange(3) * (2 * math.pi / 3)).item() == 0.0
+    for kappa in (1.0, 3.0):
+        rho = torch.special.i1(torch.tensor(kappa)) / torch.special.i0(torch.tensor(kappa))
+        angles = torch.distributions.VonMises(torch.tensor(0.4), torch.tensor(kappa)).sample((4000, 16))
+        est = torch.stack([pose_concentration(a) for a in angles]).mean()
+        torch.testing.assert_close(est, rho.square(), atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("angles, concentration", [((0.5, 0.5, 0.5), 1.0),
+                                                   ((0.5, 0.5 + 2 * math.pi / 3, 0.5 - 2 * math.pi / 3), 0.0)])
+def test_the_upright_weight_grows_with_the_concentration_of_the_poses(angles, concentration):
+    # concentrated poses (mostly upright data) get the strong prior; poses spread over the circle
+    # (fully rotated data, where the prior would fight invariance) keep the base weight
+    g = make_group()
+    net = OracleRotation(g, (1, 33, 33), hidden=(4,), sigma_init=1e-12, rotation_head="real").double()
+    x = torch.cat([off_centre_blob(angle=a) for a in angles])
+    plain = InvarianceLoss(num_draws=2, inv_weight=0.0)(net, x)
+    terms = InvarianceLoss(num_draws=2, inv_weight=0.0, upright_weight=0.5, upright_concentrated_weight=4.0)(net, x)
+    torch.testing.assert_close(terms["pose_concentration"], torch.tensor(concentration, dtype=torch.float64),
+                               atol=2e-3, rtol=0)
+    weight = 0.5 + 3.5 * concentration
+    torch.testing.assert_close(terms["loss"] - plain["loss"], weight * terms["upright"], atol=2e-3, rtol=0)
