@@ -55,6 +55,8 @@ def test_stage1_step_makes_at_most_two_host_syncs(log_every):
     history = fit_inference(model.inference, x, InferenceConfig(steps=5, batch_size=16, log_every=log_every),
                             progress=False)
     assert history["step"] == list(range(5)) and all(math.isfinite(v) for v in history["loss"])
+    # the equivariant head's canonicalisation prior, weighed by the poses' concentration, is logged the same way
+    assert len(history["upright_weight"]) == 5 and all(0.2 <= w <= 3.0 for w in history["upright_weight"])
 
 
 @pytest.mark.parametrize("log_every", [1, 50])
