@@ -154,7 +154,6 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
-@torch.no_grad()
 def all_reduce_sum(values: Tensor) -> Tensor:
     """``values`` summed over the ranks (a copy; ``values`` itself in a single process). No gradient flows."""
     if not is_distributed():
@@ -164,6 +163,7 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     return values
 
 
+@torch.no_grad()
 def all_reduce_grads(params: Sequence[Tensor], values: Sequence[Tensor | float] = (), *,
                      op: str = "mean", as_tensor: bool = False) -> list[float] | Tensor:
     """Average (or sum) the ``.grad`` of ``params`` over the ranks, in place, with one all-reduce.

@@ -154,7 +154,8 @@ class InvarianceLoss:
                 conc = pose_concentration(angle, sync_ranks)
                 terms["pose_concentration"] = conc
                 weight = weight + (top - weight) * conc
-            terms["upright_weight"] = torch.as_tensor(weight, dtype=upright.dtype, device=upright.device)
+            # a constant weight as a fill on the device, not a copy from the host on every step
+            terms["upright_weight"] = weight if torch.is_tensor(weight) else upright.new_full((), weight)
             loss = loss + weight * upright
         if self.isotropy_weight > 0 and {"log_sx", "log_sy"} <= set(g.names):
             i, j = g.names.index("log_sx"), g.names.index("log_sy")
