@@ -1,6 +1,7 @@
 """Stage-1 and stage-2 step throughput at the reference settings: images/s, achieved GFLOP/s, % of sgemm.
 
     python benchmarks/stage_throughput.py [--device cuda] [--batch 512] [--sizes 28 64] [--min-time 3]
+        [--equivariant] [--moments]
 
 Stage 1: the reference pose MLP (2048, 1024, 512, 256) on raw pixels, 5 draws, both random views,
 invertibility term: one optimiser step per batch. Stage 2: the default FlowPrior (feature MLP
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-time", type=float, default=3.0, help="seconds of repetitions per figure")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--equivariant", action="store_true", help="also time stage 1 with the equivariant rotation head")
+    p.add_argument("--moments", action="store_true", help="also time stage 1 with the moment rotation head (the demo's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,6 +134,10 @@ def main(argv=None) -> int:
             step = stage1_step(size, args.batch, device, "equivariant")
             table.row(size, "1-equiv", args.batch, timed(step), flops_of(step),
                       "reference MLP + equivariant rotation head (8 copies, MLP (256,128))")
+        if args.moments:
+            step = stage1_step(size, args.batch, device, "moments")
+            table.row(size, "1-moment", args.batch, timed(step), flops_of(step),
+                      "reference MLP + moment rotation head (parameter-free; its FLOPs are not counted)")
         library_step, torch_step = stage2_steps(size, args.batch, device)
         with private_param_store():
             library_seconds = timed(library_step)

@@ -19,7 +19,7 @@ start = time.perf_counter()
 x, latents = dsprites(2048, seed=0)                  # (2048, 1, 64, 64) in [-1, 1], background -1
 group = sgm_pyro.AffineGroup(bounds=(0.75, 0.75, math.pi, 0.75, 0.75), squash=True)  # (tx, ty, rot, log_sx, log_sy)
 model = sgm_pyro.SGM(group, image_shape=(1, 64, 64),
-                     inference_kwargs=dict(input_size=32, hidden=(512, 256), rotation_head="circle"),
+                     inference_kwargs=dict(input_size=32, hidden=(512, 256), rotation_head="moments"),
                      prior_kwargs=dict(input_size=32, feature_hidden=(256,), hidden=(128, 128)))
 model.fit(x, inference_steps=300, prior_steps=100, batch_size=64, device="auto", progress=False)
 

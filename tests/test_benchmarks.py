@@ -51,3 +51,12 @@ def test_distributed_benchmark_starts_no_more_processes_than_gpus(monkeypatch, c
     assert bench.usable_process_counts([1, 2, 4], torch.device("cuda")) == [1]
     assert "skipping [2, 4]" in capsys.readouterr().err
     assert bench.usable_process_counts([1, 2], torch.device("cpu")) == [1, 2]
+
+
+def test_moment_angle_accuracy_prints_a_row_per_shape_within_its_bounds(capsys):
+    load("moment_angle_accuracy").main(["--n", "300"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| square", "| ellipse", "| heart"))]
+    assert len(rows) == 3
+    for row in rows:
+        spread = float(row.split("|")[2].strip().rstrip("°"))
+        assert spread < 2.0, row  # within 2° of the true orientation, modulo the shape's symmetry

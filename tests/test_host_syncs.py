@@ -59,6 +59,22 @@ def test_stage1_step_makes_at_most_two_host_syncs(log_every):
     assert len(history["upright_weight"]) == 5 and all(0.2 <= w <= 3.0 for w in history["upright_weight"])
 
 
+def test_a_stage1_step_with_the_moment_head_makes_at_most_two_host_syncs():
+    """The moment angle (its order and branch picked by ``torch.where``, not by indexing) adds no read.
+
+    (The 2x2 inverses are closed forms rather than ``torch.linalg`` calls, whose error checks read the
+    device on a GPU; a CPU count cannot see those checks, so this test does not cover them.)"""
+    torch.manual_seed(0)
+    group = sgm_pyro.AffineGroup(bounds=(0.75, 0.75, math.pi, 0.75, 0.75), squash=True)
+    net = sgm_pyro.PrototypeInference(group, (1, 8, 8), hidden=(16,), rotation_head="moments")
+    x = images()
+
+    def run(steps):
+        fit_inference(net, x, InferenceConfig(steps=steps, batch_size=16, log_every=50), progress=False)
+    rate, where = per_step(run)
+    assert rate <= BUDGET, where
+
+
 @pytest.mark.parametrize("log_every", [1, 50])
 def test_stage2_step_makes_at_most_two_host_syncs(log_every):
     model, x = tiny_model(), images()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Group
-from .expm import affine_expm, homogeneous
+from .expm import affine_expm, expm_integral, homogeneous
 
 # Generators in (x right, y down) coordinates. Counter-clockwise *as displayed* with row 0 at the
 # top maps (1, 0) towards (0, -1), hence the sign pattern of "rot".
@@ -80,6 +80,25 @@ class AffineGroup(Group):
     def _matrix(self, eta: Tensor) -> Tensor:
         algebra = (eta @ self.generators.to(eta.dtype).flatten(1)).view(-1, 3, 3)
         return homogeneous(affine_expm(algebra[:, :2, :2], algebra[:, :2, 2]))
+
+    def translation_coordinates(self, eta: Tensor, t: Tensor) -> Tensor:
+        """The ``(tx, ty)`` coordinates, ``(N, 2)``, for which ``A(η)`` translates by ``t`` (the image of the
+        origin), the other coordinates of ``eta`` kept (its own ``tx``, ``ty`` are ignored).
+
+        In Lie-algebra coordinates the translation column of ``expm(ξ)`` is ``V(M) v`` with ``M`` the linear
+        part of ``ξ``, so a network that outputs ``v`` has to know the rotation to place a shape; one
+        that outputs ``t`` does not (used by the moment rotation head).
+        """
+        if "tx" not in self.names or "ty" not in self.names:
+            raise ValueError(f"translation_coordinates needs tx and ty among the generators, got {self.names}")
+        i, j = self.names.index("tx"), self.names.index("ty")
+        linear = eta.clone()
+        linear[:, i], linear[:, j] = 0, 0
+        algebra = (linear @ self.generators.to(eta.dtype).flatten(1)).view(-1, 3, 3)
+        v = expm_integral(algebra[:, :2, :2])  # solved in closed form: a batched solve checks for errors on the host
+        det = v[:, 0, 0] * v[:, 1, 1] - v[:, 0, 1] * v[:, 1, 0]  # > 0 inside any box with |rot| < 2π
+        return torch.stack([v[:, 1, 1] * t[:, 0] - v[:, 0, 1] * t[:, 1],
+                            v[:, 0, 0] * t[:, 1] - v[:, 1, 0] * t[:, 0]], -1) / det[:, None]
 
     def chain_matrix(self, etas: Sequence[Tensor]) -> Tensor:
         """Matrix of the chain ``etas[0]`` first, then ``etas[1]``, ...: ``A(η_k) ⋯ A(η_1)``."""

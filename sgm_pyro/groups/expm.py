@@ -59,15 +59,27 @@ def affine_expm(m: Tensor, t: Tensor) -> Tensor:
     es = s.exp()
     e00, e01 = es * (cc + ss * h), es * ss * b
     e10, e11 = es * ss * c, es * (cc - ss * h)
-    u, w = _quadrature(m.dtype, m.device)
-    cu, su = _cosh_sinhc(delta[:, None] * u * u)
-    ew = torch.exp(s[:, None] * u) * w
-    p = (ew * cu).sum(-1)
-    q = (ew * u * su).sum(-1)
+    p, q = _integral_pq(s, delta, m)
     tx, ty = t[:, 0], t[:, 1]
     vx = (p + q * h) * tx + q * b * ty
     vy = q * c * tx + (p - q * h) * ty
     return torch.stack([torch.stack([e00, e01, vx], -1), torch.stack([e10, e11, vy], -1)], -2)
+
+
+def _integral_pq(s: Tensor, delta: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """``V = ∫₀¹ e^{uM} du = p I + q N`` by quadrature (see the module docstring)."""
+    u, w = _quadrature(m.dtype, m.device)
+    cu, su = _cosh_sinhc(delta[:, None] * u * u)
+    ew = torch.exp(s[:, None] * u) * w
+    return (ew * cu).sum(-1), (ew * u * su).sum(-1)
+
+
+def expm_integral(m: Tensor) -> Tensor:
+    """``V(m) = ∫₀¹ expm(u m) du``, ``(N, 2, 2)`` for ``m: (N, 2, 2)``: ``expm([[m, v], [0, 0]])`` translates by ``V v``."""
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    s, h = (a + d) / 2, (a - d) / 2
+    p, q = _integral_pq(s, h * h + b * c, m)
+    return torch.stack([torch.stack([p + q * h, q * b], -1), torch.stack([q * c, p - q * h], -1)], -2)
 
 
 def homogeneous(theta: Tensor) -> Tensor:

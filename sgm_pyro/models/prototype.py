@@ -10,14 +10,16 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from ..groups import Group
+from ..groups import Group, ProductGroup
 from ..nn import MLP, ConvFeatures, downsample_to
 from .box_normal import BoxNormal
 from .equivariant_angle import PERIODS, EquivariantPoint, angle_to_value, check_harmonics
+from .moment_angle import MomentAngle, background_fill
 from .pixel_set_colour import PixelSetColour
 
 NETWORKS = ("mlp", "cnn")
-ROTATION_HEADS = ("circle", "equivariant", "real")
+ROTATION_HEADS = ("circle", "equivariant", "real", "moments")
+HUE_HEADS = ("circle", "equivariant", "real")  # moments read geometry, not colour
 COLOUR_HEADS = ("set", "mlp")
 # The equivariant hue head sees images pooled to at most this size: colour needs no spatial detail, and
 # averaging a shape with its black background keeps its hue.
@@ -28,6 +30,11 @@ def circular_index(group: Group, name: str = "rot") -> int | None:
     """Index of the coordinate ``name`` (``"rot"`` or ``"hue"``) when its box covers its whole circle
     (a half-width of at least half the period: π for a rotation, 0.5 for a hue), else None."""
     return group.names.index(name) if group.covers_circle(name) else None
+
+
+def _affine_part(group: Group) -> Group:
+    """The affine factor of a product group, else the group itself."""
+    return group.affine if isinstance(group, ProductGroup) else group
 
 
 def circular_indices(group: Group) -> tuple[int, ...]:
@@ -67,6 +74,12 @@ class PrototypeInference(PyroModule):
               but no equivariance either.
             * ``"real"``: the reference, one real number. A continuous map from rotated images to
               ℝ must jump somewhere on the circle (Zhou et al., CVPR 2019).
+            * ``"moments"``: :class:`MomentAngle`, the angle of the image's strongest complex
+              moment about its centroid, which nothing learns; it un-rotates a square within its
+              90° cell, which no continuous head can. For single shapes on a plain background
+              (the dSprites demo). The network's ``tx``, ``ty`` outputs then mean the translation
+              of ``A(η)`` (where the prototype's centre lands), so that placing a shape does not
+              depend on the angle the network never sees (:meth:`AffineGroup.translation_coordinates`).
 
             Measured on MNIST (docs/results.md §8): fully rotated digits get rotation densities
             of 125°–140° circular std with the equivariant head and about 50° (half the circle)
@@ -99,8 +112,8 @@ class PrototypeInference(PyroModule):
             raise ValueError(f"sigma_init must be positive, got {sigma_init}")
         if rotation_head not in ROTATION_HEADS:
             raise ValueError(f"rotation_head must be one of {ROTATION_HEADS}, got {rotation_head!r}")
-        if hue_head not in ROTATION_HEADS:
-            raise ValueError(f"hue_head must be one of {ROTATION_HEADS}, got {hue_head!r}")
+        if hue_head not in HUE_HEADS:
+            raise ValueError(f"hue_head must be one of {HUE_HEADS}, got {hue_head!r}")
         if colour_head not in COLOUR_HEADS:
             raise ValueError(f"colour_head must be one of {COLOUR_HEADS}, got {colour_head!r}")
         self.group = group
@@ -149,6 +162,9 @@ class PrototypeInference(PyroModule):
         self.colour = PixelSetColour(c, len(self.colour_indices), input_size=input_size) \
             if self.colour_indices else None
         self.equivariant = point("rot", self.rotation_head)
+        self.moment = MomentAngle(fill=background_fill(group)) if self.rotation_head == "moments" else None
+        # the moment head's network places shapes by A(η)'s translation column (see rotation_head)
+        self.places_centre = self.moment is not None and {"tx", "ty"} <= set(_affine_part(group).names)
         self.equivariant_hue = point("hue", self.hue_head)
         self.log_sigma = nn.Parameter(torch.full((group.dim,), math.log(sigma_init)))
 
@@ -177,11 +193,28 @@ class PrototypeInference(PyroModule):
                 # zero-initialised outputs give the point (1, 0): angle 0, the identity, with a finite gradient
                 angle = torch.atan2(extra[:, j], 1.0 + cols[i])
                 j += 1
+            elif head == "moments":
+                angle = self.moment.angle(x)
             else:
                 angle = (self.equivariant if name == "rot" else self.equivariant_hue).angle(x, g, i)
             v = angle_to_value(angle, g, i, PERIODS[name])
             cols[i] = torch.atanh(v.clamp(-1 + 1e-6, 1 - 1e-6)) if g.squash else v
-        return torch.stack(cols, dim=1)
+        out = torch.stack(cols, dim=1)
+        return self._place_centre(out) if self.places_centre else out
+
+    def _place_centre(self, u: Tensor) -> Tensor:
+        """Read the network's ``tx``, ``ty`` as ``A(η)``'s translation and write the coordinates that give it."""
+        g = self.group
+        a = _affine_part(g)
+        eta = g.to_box(u)
+        i, j = a.names.index("tx"), a.names.index("ty")
+        v = a.translation_coordinates(eta[:, :a.dim], torch.stack([eta[:, i], eta[:, j]], -1))
+        placed = eta.clone()
+        placed[:, i], placed[:, j] = v[:, 0], v[:, 1]
+        back = g.from_box(placed)
+        out = u.clone()  # the other coordinates exactly as the network gave them
+        out[:, i], out[:, j] = back[:, i], back[:, j]
+        return out
 
     def mode(self, x: Tensor) -> Tensor:
         """The pose ``η = f_ω(x)``: the box image of the mean, shape ``(N, dim)``."""
