@@ -135,6 +135,8 @@ def test_demo_keeps_its_options(monkeypatch, tmp_path):
     assert (seen["cfg"].inference_steps, seen["cfg"].prior_steps, seen["cfg"].seed) == (7, 3, 2)
     assert cli.main(["demo", "--budget", "long"]) == 0
     assert seen["out"] == "runs/demo" and seen["cfg"] == dsprites_demo.DemoConfig.long(seed=0)
+    assert cli.main(["demo", "--rotation-head", "circle"]) == 0
+    assert seen["cfg"].rotation_head == "circle" and dsprites_demo.DemoConfig().rotation_head == "moments"
 
 
 def test_demo_on_cuda_without_cuda_says_so(monkeypatch, capsys):

@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["inference_steps"] = args.inference_steps
     if args.prior_steps is not None:
         overrides["prior_steps"] = args.prior_steps
-    for name in ("pose_box", "isotropy_weight"):
+    for name in ("pose_box", "isotropy_weight", "rotation_head"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     cfg = (DemoConfig.long if args.budget == "long" else DemoConfig.demo)(**overrides)
@@ -39,5 +39,8 @@ def register(sub) -> None:
                            "(default 2; 1 is the reference box); the views stay fractions of the dSprites box")
     demo.add_argument("--isotropy-weight", type=float, default=None,
                       help="weight of the stage-1 prior towards isotropic scales (default 0: off)")
+    demo.add_argument("--rotation-head", choices=("moments", "circle", "equivariant", "real"), default=None,
+                      help="how the pose network reads the rotation (default 'moments': un-rotates squares "
+                           "within their 90° cell; 'circle' was the default until the seventh session)")
     demo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     demo.set_defaults(func=run)

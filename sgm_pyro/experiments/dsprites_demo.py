@@ -1,7 +1,7 @@
 """The main job: fit an SGM to procedural dSprites and measure how well it recovers the symmetries.
 
-``sgm demo`` runs :func:`run_demo`; ``DemoConfig.demo()`` took 7 min 55 s on the project's 2-core
-AMD CPU, and ``DemoConfig.long()`` is the longer budget reported in docs/results.md §3.
+``sgm demo`` runs :func:`run_demo`; ``DemoConfig.demo()`` took 6 min 56 s for the whole job on a 2-core
+Intel Xeon (seventh session, alone), and ``DemoConfig.long()`` is the longer budget reported in docs/results.md §3.
 """
 
 from __future__ import annotations
