@@ -3,7 +3,7 @@
 from .affine import AFFINE_NAMES, AffineGroup
 from .base import PERIODS, CoordinateScale, Group, value_checks
 from .color import COLOR_NAMES, ColorGroup, hsv_to_rgb, rgb_to_hsv
-from .product import ProductGroup
+from .product import ProductGroup, affine_part
 
 GROUPS = {"affine": AffineGroup, "color": ColorGroup}
 
@@ -53,4 +53,4 @@ def narrowed_scale(group: Group, scale: CoordinateScale, factor: CoordinateScale
 
 
 __all__ = ["AFFINE_NAMES", "COLOR_NAMES", "AffineGroup", "CoordinateScale", "ColorGroup", "Group", "GROUPS", "ProductGroup",
-           "PERIODS", "hsv_to_rgb", "make_group", "narrowed_scale", "rgb_to_hsv", "value_checks", "widen_box"]
+           "PERIODS", "affine_part", "hsv_to_rgb", "make_group", "narrowed_scale", "rgb_to_hsv", "value_checks", "widen_box"]

@@ -52,3 +52,8 @@ class ProductGroup(Group):
         coloured = self.color.apply_color(x, torch.stack([c for _, c in parts]).sum(0))
         inv = self.affine.chain_matrix([-a for a, _ in reversed(parts)])
         return self.affine.warp_inverse(coloured, inv)
+
+
+def affine_part(group: Group) -> Group:
+    """The affine factor of a :class:`ProductGroup`, else ``group`` itself."""
+    return group.affine if isinstance(group, ProductGroup) else group

@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..groups import Group, ProductGroup
+from ..groups import Group, affine_part
 from ..nn import downsample_to
 
 # Complex moments c_pq = Σ w z^p z̄^q up to this total order: ν_5's denominator needs |z|^8.
@@ -184,5 +184,4 @@ class MomentAngle(nn.Module):
 
 def background_fill(group: Group) -> float:
     """The value a warp of ``group`` fills the frame with (-1 when it names none)."""
-    affine = group.affine if isinstance(group, ProductGroup) else group
-    return float(getattr(affine, "fill", -1.0))
+    return float(getattr(affine_part(group), "fill", -1.0))

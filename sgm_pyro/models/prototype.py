@@ -10,7 +10,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from ..groups import Group, ProductGroup
+from ..groups import Group, affine_part
 from ..nn import MLP, ConvFeatures, downsample_to
 from .box_normal import BoxNormal
 from .equivariant_angle import PERIODS, EquivariantPoint, angle_to_value, check_harmonics
@@ -30,11 +30,6 @@ def circular_index(group: Group, name: str = "rot") -> int | None:
     """Index of the coordinate ``name`` (``"rot"`` or ``"hue"``) when its box covers its whole circle
     (a half-width of at least half the period: π for a rotation, 0.5 for a hue), else None."""
     return group.names.index(name) if group.covers_circle(name) else None
-
-
-def _affine_part(group: Group) -> Group:
-    """The affine factor of a product group, else the group itself."""
-    return group.affine if isinstance(group, ProductGroup) else group
 
 
 def circular_indices(group: Group) -> tuple[int, ...]:
@@ -164,7 +159,7 @@ class PrototypeInference(PyroModule):
         self.equivariant = point("rot", self.rotation_head)
         self.moment = MomentAngle(fill=background_fill(group)) if self.rotation_head == "moments" else None
         # the moment head's network places shapes by A(η)'s translation column (see rotation_head)
-        self.places_centre = self.moment is not None and {"tx", "ty"} <= set(_affine_part(group).names)
+        self.places_centre = self.moment is not None and {"tx", "ty"} <= set(affine_part(group).names)
         self.equivariant_hue = point("hue", self.hue_head)
         self.log_sigma = nn.Parameter(torch.full((group.dim,), math.log(sigma_init)))
 
@@ -205,7 +200,7 @@ class PrototypeInference(PyroModule):
     def _place_centre(self, u: Tensor) -> Tensor:
         """Read the network's ``tx``, ``ty`` as ``A(η)``'s translation and write the coordinates that give it."""
         g = self.group
-        a = _affine_part(g)
+        a = affine_part(g)
         eta = g.to_box(u)
         i, j = a.names.index("tx"), a.names.index("ty")
         v = a.translation_coordinates(eta[:, :a.dim], torch.stack([eta[:, i], eta[:, j]], -1))
