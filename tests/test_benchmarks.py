@@ -60,3 +60,10 @@ def test_moment_angle_accuracy_prints_a_row_per_shape_within_its_bounds(capsys):
     for row in rows:
         spread = float(row.split("|")[2].strip().rstrip("°"))
         assert spread < 2.0, row  # within 2° of the true orientation, modulo the shape's symmetry
+
+
+def test_stage1_breakdown_counts_the_products_a_step_runs():
+    """Forward and weight gradient for every layer, input gradient for all but the first (its input is data)."""
+    seconds, flops = load("stage1_breakdown").matmul_seconds(8, [4, 3, 2], torch.device("cpu"), min_time=0.01)
+    assert seconds > 0
+    assert flops == 2 * (2 * 8 * 4 * 3) + 3 * (2 * 8 * 3 * 2)

@@ -3,7 +3,7 @@
 Pyro's ``pyro.optim`` wrappers keep one torch optimiser per parameter and clip each parameter's
 gradient on its own (``clip_args``): a few small kernel launches per parameter and step, dozens
 in all for a flow prior. This optimiser holds every parameter an SVI step touches in a single
-``torch.optim.AdamW`` (foreach kernels over all of them), clips by the global norm as stage 1
+``torch.optim.AdamW`` (fused or foreach kernels over all of them), clips by the global norm as stage 1
 does, and sets the learning rate from ``lr_lambda(step)`` itself, so parameters a user's program
 creates lazily can join at any step. Its state is keyed by the Pyro parameter names, so a
 resumed run finds each parameter's moments whatever order the parameters appear in.
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import CheckpointError
+from .optimizers import adamw, step_counter
 
 STATE_FORMAT = "sgm-pyro/ClippedAdamW/1"
 
@@ -46,12 +47,13 @@ class ClippedAdamW:
             return
         params = [named[n] for n in new]
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            self._optimizer = adamw(params, lr=self.lr, weight_decay=self.weight_decay)
         else:
             self._optimizer.add_param_group({"params": params})
+        fused = bool(self._optimizer.defaults.get("fused"))
         for name, p in zip(new, params):
-            if name in self._saved:  # torch keeps "step" on the CPU; the moments follow the parameter
-                self._optimizer.state[p] = {k: v if k == "step" else v.to(p.device, p.dtype)
+            if name in self._saved:  # the moments follow the parameter, the step counter the kernel
+                self._optimizer.state[p] = {k: step_counter(v, p, fused) if k == "step" else v.to(p.device, p.dtype)
                                             for k, v in self._saved.pop(name).items()}
         self.names += new
 

@@ -11,12 +11,14 @@ from torch import Tensor
 from ..models.prototype import PrototypeInference
 from ..nn import gaussian_blur
 from ..groups.base import CoordinateScale
+from ..host_memory import retain_for
 from ..validation import check_config_fields, check_coordinate_scale
 from .batches import make_batches
 from .distributed import (all_reduce_grads, broadcast_module, get_rank, get_world_size, is_distributed,
                           is_main_process, rank_seed, restore_rank_rng, rng_snapshot)
 from .hot_path import checks_on_first_step
 from .invariance import InvarianceLoss
+from .optimizers import adamw, load_adamw_state
 from .progress import progress_bar
 from .step_log import StepLog
 from .schedules import warmup_cosine
@@ -106,12 +108,13 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
     terms) are averaged across ranks before clipping; ``on_checkpoint`` gets every rank's RNG state.
     """
     device = torch.device(device)
+    retain_for(device)  # a CPU step would otherwise fault its activations' pages in anew
     cfg = config
     loss_fn = cfg.loss()
     check_pooled_inputs(cfg.image_size, {"the pose network": inference.input_size or inference.image_shape[-1]})
     inference.to(device).train()
     net_params = [p for n, p in inference.named_parameters() if n != "log_sigma"]
-    opt = torch.optim.AdamW(net_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(net_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sigma_opt = torch.optim.Adam([inference.log_sigma], lr=cfg.sigma_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, int(cfg.warmup_fraction * cfg.steps)))
     distributed = is_distributed()
@@ -121,7 +124,7 @@ def fit_inference(inference: PrototypeInference, data, config: InferenceConfig, 
                                                         "val_step", "val_mse")}
     start = 0
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        load_adamw_state(opt, state["optimizer"])
         sigma_opt.load_state_dict(state["sigma_optimizer"])
         sched.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])

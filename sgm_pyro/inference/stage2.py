@@ -14,6 +14,7 @@ from ..models.priors.conditioned import eta_log_prob, prior_program
 from ..models.prototype import PrototypeInference
 from ..nn import downsample_to
 from ..groups.base import CoordinateScale
+from ..host_memory import retain_for
 from ..validation import check_config_fields, check_coordinate_scale
 from .batches import make_batches
 from .clipped_adamw import ClippedAdamW
@@ -165,6 +166,7 @@ def fit_prior(prior, inference: PrototypeInference, data, config: PriorConfig, *
     from the device every ``log_every`` steps (a NaN loss is caught then, naming its step).
     """
     device = torch.device(device)
+    retain_for(device)  # see sgm_pyro.host_memory
     cfg = config
     inference.to(device).eval()  # frozen: it is only evaluated under no_grad in reaugmented_pairs
     check_pooled_inputs(cfg.image_size, {

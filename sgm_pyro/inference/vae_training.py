@@ -24,6 +24,7 @@ from pyro import poutine
 from torch import Tensor, nn
 
 from ..devices import resolve_device
+from ..host_memory import retain_for
 from ..validation import check_images, check_positive_int
 from ..models.trainers import register
 from .batches import TensorBatches
@@ -31,6 +32,7 @@ from .distributed import all_reduce_grads, broadcast_module, get_rank, get_world
     is_main_process, rank_seed
 from .hot_path import trusted_inputs
 from .iwlb import iwlb
+from .optimizers import adamw
 from .param_scope import private_param_store
 from .progress import check_finite, progress_bar
 from .schedules import warmup_cosine
@@ -49,12 +51,6 @@ def elbo_sum(model: Callable[[Tensor], None], guide: Callable[[Tensor], None], x
     guide_trace = poutine.trace(guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
-
-
-def _optimizer(params: list[Tensor], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    # The fused kernel keeps Adam's step counters on the device (no per-parameter .item()).
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.float64) for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {"foreach": True}))
 
 
 @torch.no_grad()
@@ -164,13 +160,14 @@ def fit_vae(
         val_every = steps_per_epoch if max_epochs is not None else max(1, steps // 10)
     check_positive_int(val_every, "val_every")
     device = resolve_device(device)  # the CLI's clear error when CUDA is missing
+    retain_for(device)  # see sgm_pyro.host_memory
 
     vae.to(device).train()
     broadcast_module(vae)  # replicas start equal (a no-op in one process)
     params = [p for p in vae.parameters() if p.requires_grad]
     batches = TensorBatches(images, batch_size, seed, rank=get_rank(), world_size=world)
     pyro.set_rng_seed(rank_seed(seed))  # each rank its own particles and augmentations (rank 0: seed)
-    optimizer = _optimizer(params, lr, weight_decay, device)
+    optimizer = adamw(params, lr=lr, weight_decay=weight_decay)
     schedule = warmup_cosine(steps, int(warmup_fraction * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     key = f"val_{val_metric}"
