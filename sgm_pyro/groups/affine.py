@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Group
-from .expm import affine_expm, expm_integral, homogeneous
+from .expm import affine_expm, affine_inverse, expm_integral, homogeneous
 
 # Generators in (x right, y down) coordinates. Counter-clockwise *as displayed* with row 0 at the
 # top maps (1, 0) towards (0, -1), hence the sign pattern of "rot".
@@ -119,6 +119,36 @@ class AffineGroup(Group):
         inv = self.chain_matrix([-e.to(x.dtype) for e in reversed(etas)])
         return self.warp_inverse(x, inv)
 
+    # Elements are the sampling matrices A(η)⁻¹ = A(-η), (N, 3, 3): composing is a product, inverting a
+    # closed form, and acting needs no inverse. The invariance loss builds 3 exponentials instead of 9.
+    @property
+    def background(self) -> float:
+        """The fill when padding with a constant, else 0 (border and reflection commute with a shift)."""
+        return self.fill if self.padding_mode == "constant" else 0.0
+
+    def element(self, eta: Tensor) -> Tensor:
+        """The sampling matrices ``A(η)⁻¹ = A(-η)``, ``(N, 3, 3)``."""
+        self.validate_eta(eta)
+        return self._matrix(-eta)
+
+    def compose(self, *elements: Tensor) -> Tensor:
+        """``T_k ∘ ⋯ ∘ T_1`` samples at ``A_1⁻¹ ⋯ A_k⁻¹ q``: the product of the sampling matrices in order."""
+        if not elements:
+            raise ValueError("compose needs at least one element batch")
+        m = elements[0]
+        for e in elements[1:]:
+            m = m @ e
+        return m
+
+    def invert(self, element: Tensor) -> Tensor:
+        return affine_inverse(element)
+
+    def act(self, x: Tensor, element: Tensor, *, background: float = 0.0) -> Tensor:
+        self.validate_images(x)
+        if element.shape != (x.shape[0], 3, 3):
+            raise ValueError(f"element must be sampling matrices of shape ({x.shape[0]}, 3, 3), got {tuple(element.shape)}")
+        return self.warp_inverse(x, element.to(x.dtype), background=background)
+
     def warp(self, x: Tensor, matrix: Tensor) -> Tensor:
         """Warp ``x`` once by the ``(N, 3, 3)`` matrix ``A`` (prototype coords → output coords)."""
         self.validate_images(x)
@@ -126,8 +156,11 @@ class AffineGroup(Group):
             raise ValueError(f"matrix must have shape ({x.shape[0]}, 3, 3), got {tuple(matrix.shape)}")
         return self.warp_inverse(x, torch.linalg.inv(matrix.to(x.dtype)))
 
-    def warp_inverse(self, x: Tensor, inv: Tensor) -> Tensor:
-        """Sample ``x`` at ``inv @ q`` for every output pixel ``q`` (``inv = A⁻¹``, ``(N, 3, 3)``)."""
+    def warp_inverse(self, x: Tensor, inv: Tensor, *, background: float = 0.0) -> Tensor:
+        """Sample ``x`` at ``inv @ q`` for every output pixel ``q`` (``inv = A⁻¹``, ``(N, 3, 3)``).
+
+        ``background``: ``x`` and the result hold the images minus this value (see ``Group.act``).
+        """
         h, w = x.shape[-2:]
         if h != w:
             # Normalised coordinates stretch a non-square image; conjugate by the aspect scaling so
@@ -136,11 +169,15 @@ class AffineGroup(Group):
             d = torch.tensor([max(w - 1, 1) / 2 / s, max(h - 1, 1) / 2 / s, 1.0], dtype=x.dtype, device=x.device)
             inv = inv * d.reciprocal()[:, None] * d[None, :]
         grid = sampling_grid(inv, h, w)
-        if self.padding_mode == "constant":
+        shift = self.fill - background
+        if self.padding_mode == "constant" and shift != 0.0:
             # grid_sample pads with zeros; shifting by the fill value makes the padding equal `fill`.
-            out = F.grid_sample(x - self.fill, grid, mode=self.interpolation, padding_mode="zeros",
+            out = F.grid_sample(x - shift, grid, mode=self.interpolation, padding_mode="zeros",
                                 align_corners=True)
-            return out + self.fill
+            return out + shift
+        if self.padding_mode == "constant":
+            return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=True)
+        # the interpolation weights sum to one, so border and reflection padding commute with the shift
         return F.grid_sample(x, grid, mode=self.interpolation, padding_mode=self.padding_mode, align_corners=True)
 
     def config(self) -> dict:
@@ -155,6 +192,42 @@ class AffineGroup(Group):
                 f"padding_mode={self.padding_mode!r}, fill={self.fill}")
 
 
+def _coordinates(n: int, like: Tensor) -> Tensor:
+    """Normalised pixel coordinates along one axis, as ``F.affine_grid(align_corners=True)`` places them."""
+    if n > 1:
+        return torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device)
+    return torch.zeros(1, dtype=like.dtype, device=like.device)
+
+
+class _SamplingGrid(torch.autograd.Function):
+    """The grid of :func:`sampling_grid`, with its backward as one matrix product.
+
+    Autograd through the broadcast adds would reduce the ``(N, H, W, 2)`` gradient six times, once per
+    matrix entry, over strided axes; the gradient of entry ``(k, j)`` is ``Σ_q grad[q, k] · base[q, j]``
+    with ``base[q] = (x_q, y_q, 1)``, i.e. one ``(N, 2HW) @ (2HW, 6)`` product with a Kronecker factor.
+    """
+
+    @staticmethod
+    def forward(ctx, inv: Tensor, h: int, w: int) -> Tensor:
+        ctx.hw = (h, w)
+        xs, ys = _coordinates(w, inv), _coordinates(h, inv)
+        rows = inv[:, :2, :, None, None]  # (N, 2, 3, 1, 1)
+        grid = rows[:, :, 0] * xs + (rows[:, :, 1] * ys[:, None] + rows[:, :, 2])  # (N, 2, H, W)
+        # grid_sample reads this (N, H, W, 2) view faster on a CPU than a contiguous copy
+        return grid.permute(0, 2, 3, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        h, w = ctx.hw
+        xs, ys = _coordinates(w, grad), _coordinates(h, grad)
+        base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones_like(ys[:, None].expand(h, w))], -1)
+        eye = torch.eye(2, dtype=grad.dtype, device=grad.device)
+        kron = (base.reshape(h * w, 1, 1, 3) * eye[:, :, None]).reshape(h * w * 2, 6)  # [(q, k), (k', j)]
+        top = (grad.reshape(grad.shape[0], h * w * 2) @ kron).view(-1, 2, 3)
+        return F.pad(top, (0, 0, 0, 1)), None, None
+
+
 def sampling_grid(inv: Tensor, h: int, w: int) -> Tensor:
     """``F.affine_grid(inv[:, :2], align_corners=True)`` by broadcasting, shape ``(N, H, W, 2)``.
 
@@ -162,8 +235,4 @@ def sampling_grid(inv: Tensor, h: int, w: int) -> Tensor:
     with an inner dimension of 3, which cost 9% of a stage-1 step on a CPU (docs/results.md §2);
     the two affine maps of separable coordinates are one broadcast add each.
     """
-    xs, ys = (torch.linspace(-1.0, 1.0, n, dtype=inv.dtype, device=inv.device) if n > 1
-              else torch.zeros(1, dtype=inv.dtype, device=inv.device) for n in (w, h))  # as affine_grid
-    rows = inv[:, :2, :, None, None]  # (N, 2, 3, 1, 1)
-    grid = rows[:, :, 0] * xs + (rows[:, :, 1] * ys[:, None] + rows[:, :, 2])  # (N, 2, H, W)
-    return grid.permute(0, 2, 3, 1)
+    return _SamplingGrid.apply(inv, h, w)

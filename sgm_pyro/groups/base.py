@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from .chain import Chain
+
 # Whether validate_eta also reads the values (NaN / inf). Reading them is a host sync, a blocking
 # wait on a GPU, so the training loops switch it off after their first, checked, step.
 _VALUE_CHECKS = True
@@ -178,6 +180,41 @@ class Group(nn.Module):
     def apply_chain(self, x: Tensor, etas: Sequence[Tensor]) -> Tensor:  # pragma: no cover - abstract
         """Apply ``etas[0]`` first, then ``etas[1]``, ... as one transformation of ``x``."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- elements
+    # A loss that warps one batch by several chains sharing members (the invariance loss of SPEC 3) builds
+    # each member once and composes them: a group whose elements have a cheaper form than the chain of
+    # coordinates (the affine group's matrices) overrides the four methods below together.
+    @property
+    def background(self) -> float:
+        """The pixel value :meth:`act` may subtract before and add after acting (``act``'s
+        ``background`` argument): 0 here; the affine group's fill when it pads with a constant."""
+        return 0.0
+
+    def element(self, eta: Tensor):
+        """The batch of elements ``T_η``, ``eta: (N, dim)``. Elements index along the batch like tensors."""
+        self.validate_eta(eta)
+        return Chain((eta,))
+
+    def compose(self, *elements):
+        """``elements[0]`` first, then ``elements[1]``, ...: one batch of elements."""
+        if not elements:
+            raise ValueError("compose needs at least one element batch")
+        return Chain(tuple(e for el in elements for e in el.etas))
+
+    def invert(self, element):
+        """The inverse of every element of the batch."""
+        return Chain(tuple(self.inverse(e) for e in reversed(element.etas)))
+
+    def act(self, x: Tensor, element, *, background: float = 0.0) -> Tensor:
+        """``T(x)`` for a batch of elements, with one interpolation.
+
+        ``background``: ``x`` holds the images minus this value and so does the result (a loss that
+        compares warped images with each other then needs no shift per warp; use :attr:`background`).
+        """
+        if background == 0.0:
+            return self.apply_chain(x, element.etas)
+        return self.apply_chain(x + background, element.etas) - background
 
     def config(self) -> dict:  # pragma: no cover - abstract
         """Plain-data description from which :func:`sgm_pyro.groups.make_group` rebuilds the group."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..groups.base import CoordinateScale
@@ -126,21 +127,28 @@ class InvarianceLoss:
         g = inference.group
         x = downsample_to(x, self.image_size)
         s, n = self.num_draws, x.shape[0]
-        xs = x.repeat(s, 1, 1, 1)  # draws stacked along the batch: (S*N, C, H, W)
         r1 = g.sample_uniform(s * n, scale=self.augment_scale).to(x.dtype)
         r2 = g.sample_uniform(s * n, scale=self.augment_scale).to(x.dtype) if self.symmetric \
             else g.identity(s * n, dtype=x.dtype)
-        x_r1 = g.apply(xs, r1)
-        x_r2 = g.apply(xs, r2) if self.symmetric else xs
-        eta = inference.rsample(torch.cat([x_r1, x_r2]))
-        eta1, eta2 = eta[: s * n], eta[s * n:]
-        recon = g.apply_chain(xs, [r1, g.inverse(eta1), eta2, g.inverse(r2)])
-        mse = (recon - xs).square().mean()
+        # Every warp below reads x minus the group's background and writes the same, so none of them
+        # shifts its input and output; the shift is undone once, for the network's input.
+        b = g.background
+        x2 = (x - b if b else x).repeat(2 * s, 1, 1, 1)  # draws stacked along the batch, both views: (2SN, C, H, W)
+        xs = x2[: s * n]
+        views = g.element(torch.cat([r1, r2]))
+        v1, v2 = views[: s * n], views[s * n:]
+        x_r = g.act(x2, views, background=b) if self.symmetric else \
+            torch.cat([g.act(xs, v1, background=b), xs])
+        eta = inference.rsample(x_r + b if b else x_r)
+        e1 = g.element(eta[: s * n])
+        to_proto1 = g.compose(v1, g.invert(e1))  # r1, then η1⁻¹
+        recon = g.act(xs, g.compose(to_proto1, g.element(eta[s * n:]), g.invert(v2)), background=b)
+        mse = F.mse_loss(recon, xs)  # one fused pass each way, where sub, square and mean take three
         terms = {"mse": mse}
         loss = mse
         if self.inv_weight > 0:
-            proto1 = g.apply_chain(xs, [r1, g.inverse(eta1)])
-            inv = (g.apply(proto1, eta1) - x_r1).square().mean()
+            proto1 = g.act(xs, to_proto1, background=b)
+            inv = F.mse_loss(g.act(proto1, e1, background=b), x_r[: s * n])
             terms["inv"] = inv
             loss = loss + self.inv_weight * inv
         weight, top, eta_x = self.upright_weight_for(inference), self.upright_concentrated_weight_for(inference), None

@@ -192,3 +192,47 @@ def test_closed_form_exponential_matches_matrix_exp(scale):
 def test_exponential_gradient_at_identity_is_finite():
     e = torch.zeros(2, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda e: AffineGroup().matrix(e), (e,))
+
+
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")  # affine_grid on a one-row grid, as intended here
+@pytest.mark.parametrize("h, w", [(5, 7), (1, 6), (8, 8)])
+def test_sampling_grid_and_its_one_product_backward_match_affine_grid(h, w):
+    import torch.nn.functional as F
+
+    from sgm_pyro.groups.affine import sampling_grid
+    inv = torch.randn(4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(h * w), requires_grad=True)
+    ref = F.affine_grid(inv[:, :2], (4, 1, h, w), align_corners=True)
+    grid = sampling_grid(inv, h, w)
+    assert torch.allclose(grid, ref, atol=1e-14)
+    upstream = torch.randn_like(grid)
+    (mine,) = torch.autograd.grad(grid, inv, upstream)
+    (theirs,) = torch.autograd.grad(ref, inv, upstream)
+    assert torch.allclose(mine, theirs, atol=1e-12) and (mine[:, 2] == 0).all()
+
+
+def test_closed_form_affine_inverse_matches_linalg_inv():
+    from sgm_pyro.groups.expm import affine_inverse
+    g = AffineGroup(shear=True)
+    m = g.matrix(g.sample_uniform(50, generator=torch.Generator().manual_seed(2)).double())
+    assert torch.allclose(affine_inverse(m), torch.linalg.inv(m), atol=1e-12)
+
+
+def test_float32_exponential_on_its_eight_nodes_is_exact_to_round_off_at_the_box_edges():
+    # full turns, log-scales up to the MNIST box's edge and beyond (±0.85), translations ±0.5
+    g = AffineGroup(bounds=(0.5, 0.5, math.pi, 0.85, 0.85))
+    e = g.sample_uniform(4000, generator=torch.Generator().manual_seed(3))
+    e[:8, 2], e[8:16, 3:] = math.pi, 0.85  # the corners themselves
+    algebra = torch.einsum("nd,dij->nij", e.double(), g.generators.double())
+    ref = torch.linalg.matrix_exp(algebra)
+    assert torch.allclose(g.matrix(e.float()).double(), ref, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("padding_mode", ["constant", "border", "reflection"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_acting_on_images_minus_the_background_shifts_nothing_else(padding_mode, interpolation):
+    g = AffineGroup(padding_mode=padding_mode, interpolation=interpolation, fill=-0.8).double()
+    x = blob(12, row=3, col=8, dtype=torch.float64).expand(3, -1, -1, -1)
+    el = g.element(g.sample_uniform(3, generator=torch.Generator().manual_seed(4)).double())
+    assert g.background == (-0.8 if padding_mode == "constant" else 0.0)
+    for b in (g.background, 0.3):
+        assert torch.allclose(g.act(x - b, el, background=b) + b, g.act(x, el), atol=1e-12)

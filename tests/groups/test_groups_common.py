@@ -51,6 +51,22 @@ def test_inverse_chain_is_identity(group):
     assert torch.allclose(group.apply_chain(x, [e, group.inverse(e)]), x, atol=1e-8)
 
 
+def test_elements_compose_invert_and_act_as_chains_of_coordinates(group):
+    x = images_for(group, 4)
+    gen = torch.Generator().manual_seed(1)
+    a, b = (group.offset + 0.3 * (group.sample_uniform(4, generator=gen).double() - group.offset) for _ in range(2))
+    ea, eb = group.element(a), group.element(b)
+    assert torch.allclose(group.act(x, ea), group.apply(x, a), atol=1e-10)
+    assert torch.allclose(group.act(x, group.compose(ea, eb)), group.apply_chain(x, [a, b]), atol=1e-10)
+    assert torch.allclose(group.act(x, group.invert(ea)), group.apply(x, group.inverse(a)), atol=1e-10)
+    assert torch.allclose(group.act(x, group.compose(ea, group.invert(ea), eb)), group.apply(x, b), atol=1e-8)
+    assert torch.allclose(group.act(x[1:3], ea[1:3]), group.act(x, ea)[1:3], atol=1e-12)
+    for bg in (group.background, 0.25):
+        assert torch.allclose(group.act(x - bg, eb, background=bg) + bg, group.act(x, eb), atol=1e-10)
+    with pytest.raises(ValueError):
+        group.compose()
+
+
 def test_sample_uniform_covers_box(group):
     e = group.sample_uniform(4000, generator=torch.Generator().manual_seed(0))
     assert group.in_box(e).all()

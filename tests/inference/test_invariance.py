@@ -139,6 +139,42 @@ def test_chain_order_with_non_commuting_affine_transformations(monkeypatch):
     assert terms["mse"].item() < 1e-12
 
 
+def written_out_loss(inference, x, num_draws, inv_weight, symmetric):
+    """SPEC 3 as written: one ``apply_chain`` per term, from the same draws as the loss makes."""
+    g, s, n = inference.group, num_draws, x.shape[0]
+    xs = x.repeat(s, 1, 1, 1)
+    r1 = g.sample_uniform(s * n).to(x.dtype)
+    r2 = g.sample_uniform(s * n).to(x.dtype) if symmetric else g.identity(s * n, dtype=x.dtype)
+    x_r1 = g.apply(xs, r1)
+    eta = inference.rsample(torch.cat([x_r1, g.apply(xs, r2) if symmetric else xs]))
+    eta1, eta2 = eta[: s * n], eta[s * n:]
+    mse = (g.apply_chain(xs, [r1, g.inverse(eta1), eta2, g.inverse(r2)]) - xs).square().mean()
+    inv = (g.apply(g.apply_chain(xs, [r1, g.inverse(eta1)]), eta1) - x_r1).square().mean()
+    return {"mse": mse, "inv": inv, "loss": mse + inv_weight * inv}
+
+
+@pytest.mark.parametrize("case", ["affine", "affine-border", "affine+color", "one-sided"])
+def test_loss_equals_the_chains_written_out(case):
+    # The loss builds each element once, composes matrices and warps images minus the background;
+    # the terms must be those of the four chains of SPEC 3 applied one by one.
+    from sgm_pyro.groups import ColorGroup, ProductGroup
+    g = {"affine": AffineGroup(fill=-0.9), "affine-border": AffineGroup(padding_mode="border"),
+         "affine+color": ProductGroup(ColorGroup(offset=(0.5, 0, 0)), AffineGroup()),
+         "one-sided": AffineGroup()}[case].double()
+    channels = 3 if case == "affine+color" else 1
+    x = torch.rand(3, channels, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 1.6 - 0.8
+    net = PrototypeInference(g, (channels, 12, 12), hidden=(16,), sigma_init=0.1, rotation_head="real").double()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.3)  # poses that vary with the image
+    symmetric = case != "one-sided"
+    torch.manual_seed(7)
+    terms = InvarianceLoss(num_draws=2, inv_weight=0.3, symmetric=symmetric)(net, x)
+    torch.manual_seed(7)
+    ref = written_out_loss(net, x, 2, 0.3, symmetric)
+    for k in ("mse", "inv", "loss"):
+        assert torch.allclose(terms[k], ref[k], rtol=1e-10, atol=1e-13), k
+    assert ref["inv"] > 1e-3 and ref["mse"] > 1e-3
+
+
 def test_reaugmented_prototype_uses_the_pose_of_the_random_view():
     # SPEC 4: x̂' = x warped by η_rnd then f(x_rnd)⁻¹. For an equivariant pose network f(x_rnd) = f(x) + η_rnd,
     # so every random view gives back the same prototype; a draw of a wide q instead jitters it.
