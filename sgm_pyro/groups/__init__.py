@@ -2,6 +2,7 @@
 
 from .affine import AFFINE_NAMES, AffineGroup
 from .base import PERIODS, CoordinateScale, Group, value_checks
+from .chain import Chain
 from .color import COLOR_NAMES, ColorGroup, hsv_to_rgb, rgb_to_hsv
 from .product import ProductGroup, affine_part
 
@@ -52,5 +53,5 @@ def narrowed_scale(group: Group, scale: CoordinateScale, factor: CoordinateScale
     return dict(zip(group.names, ratio.tolist()))
 
 
-__all__ = ["AFFINE_NAMES", "COLOR_NAMES", "AffineGroup", "CoordinateScale", "ColorGroup", "Group", "GROUPS", "ProductGroup",
+__all__ = ["AFFINE_NAMES", "COLOR_NAMES", "AffineGroup", "Chain", "CoordinateScale", "ColorGroup", "Group", "GROUPS", "ProductGroup",
            "PERIODS", "affine_part", "hsv_to_rgb", "make_group", "narrowed_scale", "rgb_to_hsv", "value_checks", "widen_box"]
