@@ -169,16 +169,13 @@ class AffineGroup(Group):
             d = torch.tensor([max(w - 1, 1) / 2 / s, max(h - 1, 1) / 2 / s, 1.0], dtype=x.dtype, device=x.device)
             inv = inv * d.reciprocal()[:, None] * d[None, :]
         grid = sampling_grid(inv, h, w)
-        shift = self.fill - background
-        if self.padding_mode == "constant" and shift != 0.0:
-            # grid_sample pads with zeros; shifting by the fill value makes the padding equal `fill`.
-            out = F.grid_sample(x - shift, grid, mode=self.interpolation, padding_mode="zeros",
-                                align_corners=True)
-            return out + shift
-        if self.padding_mode == "constant":
-            return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="zeros", align_corners=True)
-        # the interpolation weights sum to one, so border and reflection padding commute with the shift
-        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode=self.padding_mode, align_corners=True)
+        # grid_sample pads with zeros, so a constant fill is a shift of the input and output by it; the
+        # interpolation weights sum to one, so border and reflection padding commute with any shift
+        constant = self.padding_mode == "constant"
+        shift = self.fill - background if constant else 0.0
+        out = F.grid_sample(x - shift if shift else x, grid, mode=self.interpolation,
+                            padding_mode="zeros" if constant else self.padding_mode, align_corners=True)
+        return out + shift if shift else out
 
     def config(self) -> dict:
         """Plain-data constructor arguments (for checkpoints and run folders)."""

@@ -20,7 +20,3 @@ class Chain:
 
     def __getitem__(self, index) -> Chain:
         return Chain(tuple(e[index] for e in self.etas))
-
-    @property
-    def batch_size(self) -> int:
-        return self.etas[0].shape[0]
