@@ -9,6 +9,8 @@ rows. This script times, in one process and beside a 4096x4096 sgemm into a prea
 * ``matmuls``: the step's own matrix products alone (each layer's forward, weight gradient and,
   but for the first layer, input gradient) on random operands of the step's shapes;
 * ``mlp``: the MLP's forward and backward on that many rows (adds LayerNorm, GELU, biases);
+* ``- GELU``, ``- LN``, ``- both``: the same with GELU, LayerNorm or both replaced by the identity
+  (not the reference network: what each costs where it runs, between the products);
 * ``loss``: the invariance loss and its backward with a one-unit MLP in place of the reference
   one, i.e. everything but the network: random views, poses, the chained warps, the terms;
 * ``optimiser``: the global-norm clip and the library's AdamW step on the reference parameters;
@@ -22,10 +24,12 @@ in ``matmuls · (ratio / 0.75 − 1)`` where ratio is the products' share of sge
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, pick_device, time_call  # noqa: E402
@@ -52,6 +56,11 @@ def matmul_seconds(rows: int, widths: list[int], device: torch.device, min_time:
     return total, flops
 
 
+def without(net: nn.Sequential, kinds: tuple[type, ...]) -> nn.Sequential:
+    """A copy of ``net`` whose modules of ``kinds`` are the identity."""
+    return nn.Sequential(*(nn.Identity() if isinstance(m, kinds) else copy.deepcopy(m) for m in net))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None)
@@ -73,6 +82,9 @@ def main(argv=None) -> int:
     net = MLP(pixels, HIDDEN, 5).to(device)
     h = torch.randn(rows, pixels, device=device)
     mlp_s = timed(lambda: net(h).square().sum().backward())
+    ablated = {name: timed(lambda n=without(net, kinds): n(h).square().sum().backward())
+               for name, kinds in (("- GELU", (nn.GELU,)), ("- LN", (nn.LayerNorm,)),
+                                   ("- both", (nn.GELU, nn.LayerNorm)))}
     g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
     tiny = sgm_pyro.PrototypeInference(g, (1, args.size, args.size), hidden=(1,), rotation_head="real").to(device)
     x = torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1
@@ -99,6 +111,8 @@ def main(argv=None) -> int:
     for name, s, note in (
             ("matmuls", mm_s, f"{mm_rate:.0f} GFLOP/s = {100 * mm_rate / peak:.1f}% of sgemm"),
             ("mlp", mlp_s, f"+{1e3 * (mlp_s - mm_s):.1f} ms over its products: LayerNorm, GELU, biases"),
+            *((name, s, f"the MLP with {name[2:]} as the identity: {1e3 * (mlp_s - s):.1f} ms less")
+              for name, s in ablated.items()),
             ("loss", loss_s, "views, poses, chained warps, loss terms (a one-unit MLP)"),
             ("optimiser", opt_s, "global-norm clip and fused AdamW, 4.4M parameters"),
             ("step", step_s, f"{step_rate:.1f} GFLOP/s = {100 * step_rate / peak:.1f}% of sgemm")):

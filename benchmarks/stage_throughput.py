@@ -10,7 +10,8 @@ invertibility term: one optimiser step per batch. Stage 2: the default FlowPrior
 overhead of the Pyro program, a hand-written torch step on the same loss.
 
 Stage 1 is timed twice: the library's own loop (``fit_inference``, per step: the difference of
-a run of 2 + n steps and one of 2 steps, so set-up and the first, checked step drop out) and a
+a run of 2 + n steps and one of 2 steps, so set-up and the first, checked step drop out; the
+median of three) and a
 hand-written step on the same loss with the library's AdamW.
 
 FLOPs are counted once per step with ``torch.utils.flop_counter.FlopCounterMode`` (matrix
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,11 +81,12 @@ def stage1_step(size: int, batch: int, device: torch.device, rotation_head: str 
     return step
 
 
-def fit_seconds_per_step(size: int, batch: int, device: torch.device, steps: int = 8) -> float:
+def fit_seconds_per_step(size: int, batch: int, device: torch.device, steps: int = 8, repeats: int = 3) -> float:
     """Seconds per step of the library's stage-1 loop (``fit_inference``) at the reference settings.
 
     The difference of a run of ``2 + steps`` and one of 2 steps, each from a fresh network, so the
-    set-up and the first step (which runs every input check) cancel out.
+    set-up and the first step (which runs every input check) cancel out; the median of ``repeats``
+    such differences (one alone strayed by 10% on a 2-core machine).
     """
     g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
     images = torch.rand(4 * batch, 1, size, size, device=device) * 2 - 1
@@ -96,7 +99,7 @@ def fit_seconds_per_step(size: int, batch: int, device: torch.device, steps: int
         sync(device)
         return time.perf_counter() - t0
     run(2)  # warm-up
-    return (run(2 + steps) - run(2)) / steps
+    return statistics.median((run(2 + steps) - run(2)) / steps for _ in range(repeats))
 
 
 def stage2_steps(size: int, batch: int, device: torch.device):

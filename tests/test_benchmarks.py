@@ -67,3 +67,17 @@ def test_stage1_breakdown_counts_the_products_a_step_runs():
     seconds, flops = load("stage1_breakdown").matmul_seconds(8, [4, 3, 2], torch.device("cpu"), min_time=0.01)
     assert seconds > 0
     assert flops == 2 * (2 * 8 * 4 * 3) + 3 * (2 * 8 * 3 * 2)
+
+
+def test_stage1_breakdown_ablates_on_a_copy():
+    """The ablated MLP has the identity where GELU was, the same weights elsewhere, and the original is untouched."""
+    from sgm_pyro.nn import MLP
+    net = MLP(6, (5, 4), 3)
+    cut = load("stage1_breakdown").without(net, (torch.nn.GELU,))
+    assert [type(m) for m in cut] == [torch.nn.Identity if isinstance(m, torch.nn.GELU) else type(m) for m in net]
+    assert any(isinstance(m, torch.nn.GELU) for m in net)
+    x = torch.randn(7, 6)
+    plain = torch.nn.Sequential(*(m for m in net if not isinstance(m, torch.nn.GELU)))
+    torch.testing.assert_close(cut(x), plain(x))
+    cut[1].weight.data.zero_()
+    assert net[1].weight.abs().sum() > 0
