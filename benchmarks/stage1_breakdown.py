@@ -39,10 +39,6 @@ import sgm_pyro  # noqa: E402
 from sgm_pyro.host_memory import retain_for  # noqa: E402
 from sgm_pyro.inference import InvarianceLoss  # noqa: E402
 from sgm_pyro.inference.optimizers import adamw  # noqa: E402
-from sgm_pyro.nn import MLP  # noqa: E402
-
-HIDDEN = (2048, 1024, 512, 256)
-
 
 def matmul_seconds(rows: int, widths: list[int], device: torch.device, min_time: float) -> tuple[float, int]:
     """Seconds and FLOPs of the MLP's products alone: forward, weight gradient, input gradient (not layer 1's)."""
@@ -72,20 +68,22 @@ def main(argv=None) -> int:
     retain_for(device)
     torch.manual_seed(0)
     peak = sgemm_gflops(device, min_time=min(args.min_time, 2.0))
-    rows, pixels = 2 * 5 * args.batch, args.size * args.size
-    widths = [pixels, *HIDDEN, 5]
+    rows = 2 * 5 * args.batch
+    g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
+    # the pose MLP of the step itself (the reference widths are PrototypeInference's defaults)
+    net = sgm_pyro.PrototypeInference(g, (1, args.size, args.size), rotation_head="real").head.to(device)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    widths = [linears[0].in_features, *(m.out_features for m in linears)]
 
     def timed(fn) -> float:
         return time_call(fn, device, warmup=1, min_time=args.min_time, max_reps=10)
 
     mm_s, mm_flops = matmul_seconds(rows, widths, device, args.min_time)
-    net = MLP(pixels, HIDDEN, 5).to(device)
-    h = torch.randn(rows, pixels, device=device)
+    h = torch.randn(rows, widths[0], device=device)
     mlp_s = timed(lambda: net(h).square().sum().backward())
     ablated = {name: timed(lambda n=without(net, kinds): n(h).square().sum().backward())
                for name, kinds in (("- GELU", (nn.GELU,)), ("- LN", (nn.LayerNorm,)),
                                    ("- both", (nn.GELU, nn.LayerNorm)))}
-    g = sgm_pyro.AffineGroup(bounds=MNIST_BOX).to(device)
     tiny = sgm_pyro.PrototypeInference(g, (1, args.size, args.size), hidden=(1,), rotation_head="real").to(device)
     x = torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1
     loss = InvarianceLoss(num_draws=5, inv_weight=0.1)

@@ -11,8 +11,7 @@ overhead of the Pyro program, a hand-written torch step on the same loss.
 
 Stage 1 is timed twice: the library's own loop (``fit_inference``, per step: the difference of
 a run of 2 + n steps and one of 2 steps, so set-up and the first, checked step drop out; the
-median of three) and a
-hand-written step on the same loss with the library's AdamW.
+median of three) and a hand-written step on the same loss with the library's AdamW.
 
 FLOPs are counted once per step with ``torch.utils.flop_counter.FlopCounterMode`` (matrix
 products and convolutions, forward and backward; the warps and elementwise work are not
