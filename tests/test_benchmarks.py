@@ -81,3 +81,40 @@ def test_stage1_breakdown_ablates_on_a_copy():
     torch.testing.assert_close(cut(x), plain(x))
     cut[1].weight.data.zero_()
     assert net[1].weight.abs().sum() > 0
+
+
+def test_stage1_alternatives_compute_what_they_replace():
+    """The measured alternatives are only a fair comparison if they give the step's values and gradients."""
+    alt = load("stage1_alternatives")
+    from sgm_pyro.nn import MLP
+    torch.manual_seed(0)
+    alt.CHUNK_BYTES = 5 * 8 * 3  # three rows of 5 float64 per chunk, so that 7 rows need a partial last chunk
+    net = MLP(6, (5, 4), 3).double()
+    for m in net:
+        if isinstance(m, torch.nn.LayerNorm):  # off the (1, 0) initialisation, so the γ, β gradients are tested
+            torch.nn.init.normal_(m.weight, 1.0, 0.3), torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    x = torch.randn(7, 6, dtype=torch.float64)
+
+    def value_and_grads(forward):
+        net.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        return [out.detach()] + [p.grad.clone() for p in net.parameters()]
+    plain = value_and_grads(net)
+    for got, want in zip(value_and_grads(lambda v: alt.chunked_forward(net, v)), plain):
+        torch.testing.assert_close(got, want)
+    w, b = torch.randn(9, 6, dtype=torch.float64, requires_grad=True), torch.randn(9, dtype=torch.float64, requires_grad=True)
+    xi = x.clone().requires_grad_()
+    for wide in (w, w[:4].detach().clone().requires_grad_()):  # a widening and a narrowing layer
+        bias = b[: wide.shape[0]]
+        got = torch.autograd.grad(alt.WidenedLinear.apply(xi, wide, bias).sin().sum(), (xi, wide, b))
+        want = torch.autograd.grad(torch.nn.functional.linear(xi, wide, bias).sin().sum(), (xi, wide, b))
+        for g_, w_ in zip(got, want):
+            torch.testing.assert_close(g_, w_)
+    a, c = torch.randn(3, 4, dtype=torch.float64, requires_grad=True), torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(alt.DotMSE.apply(a, c), torch.nn.functional.mse_loss(a, c))
+    torch.testing.assert_close(torch.autograd.grad(alt.DotMSE.apply(a, c), a)[0],
+                               torch.autograd.grad(torch.nn.functional.mse_loss(a, c), a)[0])
+    images, grid = torch.randn(4, 1, 9, 9), torch.rand(4, 9, 9, 2) * 2.4 - 1.2  # samples beyond the frame too
+    torch.testing.assert_close(alt.ringed_sample(images, grid, align_corners=True),
+                               torch.nn.functional.grid_sample(images, grid, padding_mode="zeros", align_corners=True))
