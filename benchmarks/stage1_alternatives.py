@@ -15,6 +15,10 @@ On a 2-core CPU, beside the same run's sgemm:
   MSE terms as a subtraction and a BLAS ``dot``, and the views' zero padding as border padding of a
   zero-ringed image;
 * ``mlp``: the pose MLP's forward and backward alone, to compare under ``THP_MEM_ALLOC_ENABLE=1``.
+
+Every part runs the eager operations (the compiled kernels of ``sgm_pyro.native`` off): these are the
+alternatives to them that were tried before those kernels; ``benchmarks/fused_blocks.py`` and
+``benchmarks/warp_throughput.py`` measure the kernels.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from common import machine, pick_device, time_call  # noqa: E402
 from stage_throughput import flops_of, sgemm_gflops, stage1_step  # noqa: E402
 
 from sgm_pyro.host_memory import retain_for  # noqa: E402
+from sgm_pyro import native  # noqa: E402
 from sgm_pyro.nn import MLP  # noqa: E402
 
 ROWS, WIDTH, CHUNK_BYTES = 5120, 2048, 1 << 20
@@ -231,9 +236,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = pick_device(args.device)
     retain_for(device)
+    native.set_enabled(False)
     torch.manual_seed(0)
     peak = sgemm_gflops(device, min_time=min(args.min_time, 2.0))
-    print(f"machine: {machine(device)}")
+    print(f"machine: {machine(device)}; the eager LayerNorm and GELU modules (compiled kernels off)")
     print(f"sgemm (4096x4096 float32 into a preallocated output, this process): {peak:.1f} GFLOP/s")
 
     def timed(fn) -> float:

@@ -8,9 +8,12 @@ rows. This script times, in one process and beside a 4096x4096 sgemm into a prea
 
 * ``matmuls``: the step's own matrix products alone (each layer's forward, weight gradient and,
   but for the first layer, input gradient) on random operands of the step's shapes;
-* ``mlp``: the MLP's forward and backward on that many rows (adds LayerNorm, GELU, biases);
-* ``- GELU``, ``- LN``, ``- both``: the same with GELU, LayerNorm or both replaced by the identity
-  (not the reference network: what each costs where it runs, between the products);
+* ``mlp``: the MLP's forward and backward on that many rows (adds LayerNorm, GELU, biases), as the
+  library runs it: its ``Linear → LayerNorm → GELU`` blocks fused where the kernel of
+  ``sgm_pyro.nn.fused`` is built;
+* ``mlp eager``: the same with the eager modules;
+* ``- GELU``, ``- LN``, ``- both``: the eager MLP with GELU, LayerNorm or both replaced by the
+  identity (not the reference network: what each costs where it runs, between the products);
 * ``loss``: the invariance loss and its backward with a one-unit MLP in place of the reference
   one, i.e. everything but the network: random views, poses, the chained warps, the terms;
 * ``optimiser``: the global-norm clip and the library's AdamW step on the reference parameters;
@@ -39,6 +42,7 @@ import sgm_pyro  # noqa: E402
 from sgm_pyro.host_memory import retain_for  # noqa: E402
 from sgm_pyro.inference import InvarianceLoss  # noqa: E402
 from sgm_pyro.inference.optimizers import adamw  # noqa: E402
+from sgm_pyro import native  # noqa: E402
 
 def matmul_seconds(rows: int, widths: list[int], device: torch.device, min_time: float) -> tuple[float, int]:
     """Seconds and FLOPs of the MLP's products alone: forward, weight gradient, input gradient (not layer 1's)."""
@@ -80,7 +84,11 @@ def main(argv=None) -> int:
 
     mm_s, mm_flops = matmul_seconds(rows, widths, device, args.min_time)
     h = torch.randn(rows, widths[0], device=device)
+    blocks = "fused blocks" if native.available() else "eager modules: the fused kernel is not built here"
     mlp_s = timed(lambda: net(h).square().sum().backward())
+    native.set_enabled(False)
+    eager_s = timed(lambda: net(h).square().sum().backward())
+    native.set_enabled(True)
     ablated = {name: timed(lambda n=without(net, kinds): n(h).square().sum().backward())
                for name, kinds in (("- GELU", (nn.GELU,)), ("- LN", (nn.LayerNorm,)),
                                    ("- both", (nn.GELU, nn.LayerNorm)))}
@@ -108,8 +116,9 @@ def main(argv=None) -> int:
     print(f"{'part':<10} {'ms':>8} {'of step':>8}  note")
     for name, s, note in (
             ("matmuls", mm_s, f"{mm_rate:.0f} GFLOP/s = {100 * mm_rate / peak:.1f}% of sgemm"),
-            ("mlp", mlp_s, f"+{1e3 * (mlp_s - mm_s):.1f} ms over its products: LayerNorm, GELU, biases"),
-            *((name, s, f"the MLP with {name[2:]} as the identity: {1e3 * (mlp_s - s):.1f} ms less")
+            ("mlp", mlp_s, f"+{1e3 * (mlp_s - mm_s):.1f} ms over its products: LayerNorm, GELU, biases ({blocks})"),
+            ("mlp eager", eager_s, f"+{1e3 * (eager_s - mm_s):.1f} ms over its products, as eager modules"),
+            *((name, s, f"the eager MLP with {name[2:]} as the identity: {1e3 * (eager_s - s):.1f} ms less")
               for name, s in ablated.items()),
             ("loss", loss_s, "views, poses, chained warps, loss terms (a one-unit MLP)"),
             ("optimiser", opt_s, "global-norm clip and fused AdamW, 4.4M parameters"),

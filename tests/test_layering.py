@@ -19,7 +19,7 @@ LAYERS = {
     "experiments": {"groups", "nn", "data", "models", "inference", "analysis"},
     "cli": {"groups", "nn", "data", "models", "inference", "analysis", "experiments"},
 }
-PLAIN = {"validation", "devices", "checkpoint", "host_memory"}  # low-level modules every layer may use
+PLAIN = {"validation", "devices", "checkpoint", "host_memory", "native"}  # low-level modules every layer may use
 ABOVE_ALL = {"config"}  # the run configuration reads stage settings; only experiments and the CLI use it
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import native_warp
 from .base import Group
 from .expm import affine_expm, affine_inverse, expm_integral, homogeneous
 
@@ -168,13 +169,16 @@ class AffineGroup(Group):
             s = max(h - 1, w - 1, 1) / 2
             d = torch.tensor([max(w - 1, 1) / 2 / s, max(h - 1, 1) / 2 / s, 1.0], dtype=x.dtype, device=x.device)
             inv = inv * d.reciprocal()[:, None] * d[None, :]
-        grid = sampling_grid(inv, h, w)
         # grid_sample pads with zeros, so a constant fill is a shift of the input and output by it; the
         # interpolation weights sum to one, so border and reflection padding commute with any shift
         constant = self.padding_mode == "constant"
         shift = self.fill - background if constant else 0.0
-        out = F.grid_sample(x - shift if shift else x, grid, mode=self.interpolation,
-                            padding_mode="zeros" if constant else self.padding_mode, align_corners=True)
+        src = x - shift if shift else x
+        if constant and self.interpolation == "bilinear" and native_warp.usable(src, inv):
+            out = native_warp.warp(src, inv)  # the same samples, without a grid tensor
+        else:
+            out = F.grid_sample(src, sampling_grid(inv, h, w), mode=self.interpolation,
+                                padding_mode="zeros" if constant else self.padding_mode, align_corners=True)
         return out + shift if shift else out
 
     def config(self) -> dict:

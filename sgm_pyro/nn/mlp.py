@@ -7,6 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import native
+from . import fused
+
 
 class MLP(nn.Sequential):
     """``Linear → LayerNorm → GELU (→ Dropout)`` blocks, then a final ``Linear``.
@@ -37,8 +40,21 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.in_features, self.out_features = in_features, out_features
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - Sequential semantics
-        return super().forward(x)
+    def forward(self, x: Tensor) -> Tensor:
+        """The blocks in order; on a CPU each ``Linear → LayerNorm → GELU`` runs as one fused
+        function (:mod:`sgm_pyro.nn.fused`) when its kernel is built."""
+        if x.device.type != "cpu" or not native.is_enabled():
+            return super().forward(x)
+        modules, i = list(self), 0
+        while i < len(modules):
+            block = modules[i:i + 3]
+            if len(block) == 3 and isinstance(block[0], nn.Linear) and x.dim() == 2 and fused.fusable(x, *block):
+                x = fused.linear_layer_norm_gelu(x, block[0], block[1])
+                i += 3
+            else:
+                x = modules[i](x)
+                i += 1
+        return x
 
 
 def downsample_to(x: Tensor, size: int | None) -> Tensor:
