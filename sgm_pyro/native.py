@@ -41,11 +41,11 @@ CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fop
 _state: dict = {"enabled": os.environ.get(ENV, "1") != "0", "ops": None, "error": None}
 
 
-def _cpu_digest() -> str:
+def _cpu_digest(cpuinfo: str | None = None) -> str:
     """A digest of this CPU's model and feature flags (``-march=native`` builds for them)."""
     text = platform.machine()
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        lines = (Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo).splitlines()
         text += "".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))}))
     except OSError:
         text += platform.processor()
