@@ -10,7 +10,7 @@ of the chain is a pass over an activation far larger than the cache (docs/result
   gradient from the same pass.
 
 They are compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
-``ninja`` are needed, which ``make install`` provides; about 15 seconds once, then cached by
+``ninja`` are needed, which ``make install`` provides; 7 seconds once on a 2-core Xeon, then cached by
 PyTorch under ``TORCH_EXTENSIONS_DIR``), for the CPU they run on: the build's name carries a digest
 of the CPU's model and flags, so a home directory shared between different machines keeps one
 build per kind. Where they cannot be built, :func:`available` says why once in a warning and the
