@@ -9,7 +9,9 @@ run's sgemm:
   block; the ``Linear`` alone (the block with LayerNorm and GELU free); and the kernel's own
   forward and backward on the layer's ``Linear`` output;
 * the whole MLP (``PrototypeInference``'s head, as the stage-1 step runs it) fused and eager,
-  alternated twice, with images/s, the products' GFLOP/s and their share of sgemm.
+  alternated twice, with images/s, the products' GFLOP/s and their share of sgemm;
+* with ``--profile``, the kernels' own time per call inside that MLP's forward and backward, by
+  ``torch.profiler`` (inside the MLP their operands come from memory, not from the cache).
 
 The eager modules and the fused blocks compute the same function (tests/models/test_fused_mlp.py).
 """
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--min-time", type=float, default=2.0)
+    p.add_argument("--profile", action="store_true", help="also profile the kernels inside the MLP")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     if device.type != "cpu":
@@ -94,7 +97,25 @@ def main(argv=None) -> int:
             print(f"pose MLP forward and backward, round {rnd + 1}, {'fused' if on else 'eager':>5}: {1e3 * s:.1f} ms, "
                   f"{args.batch / s:.1f} images/s, {rate:.1f} GFLOP/s = {100 * rate / peak:.1f}% of sgemm")
     native.set_enabled(True)
+    if args.profile:
+        in_mlp(lambda: net(h).square().sum().backward())
     return 0
+
+
+def in_mlp(step, calls: int = 5) -> None:
+    """The kernels' self time per call inside ``step`` (the whole MLP), by torch.profiler."""
+    from torch.profiler import profile
+
+    for _ in range(2):
+        step()
+    with profile(record_shapes=True) as prof:
+        for _ in range(calls):
+            step()
+    print("inside the MLP's forward and backward (torch.profiler, ms per call):")
+    for ev in prof.key_averages(group_by_input_shape=True):
+        if ev.key.startswith("sgm_pyro_native::layer_norm_gelu"):
+            width = ev.input_shapes[0][1] if ev.input_shapes and ev.input_shapes[0] else "?"
+            print(f"  {ev.key.split('::')[1]:<26} width {width:>5}: {ev.self_cpu_time_total / ev.count / 1e3:.2f}")
 
 
 if __name__ == "__main__":
