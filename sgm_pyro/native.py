@@ -98,7 +98,7 @@ def available() -> bool:
 
 def usable(x: torch.Tensor) -> bool:
     """Whether a kernel may take ``x``: a float32 CPU tensor, outside autocast and ``torch.compile``."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and _state["enabled"]
+    return (x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and available())
 
 

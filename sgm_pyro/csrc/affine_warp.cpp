@@ -80,7 +80,12 @@ struct Taps {
   }
 };
 
-void fill_padded(const float* src, int64_t c, const Padded& p, float* dst);
+void fill_padded(const float* src, int64_t c, const Padded& p, float* dst) {
+  std::fill(dst, dst + c * p.plane, 0.0f);
+  for (int64_t k = 0; k < c; ++k)
+    for (int64_t y = 0; y < p.h; ++y)
+      std::copy(src + (k * p.h + y) * p.w, src + (k * p.h + y + 1) * p.w, dst + k * p.plane + p.at(y, 0));
+}
 
 // One thread's working set: an image's C padded planes and its taps, loaded image by image.
 struct Sampler {
@@ -103,13 +108,6 @@ void check(const at::Tensor& x, const at::Tensor& theta) {
                   theta.is_contiguous() && theta.scalar_type() == at::kFloat,
               "affine_warp: expected contiguous (", x.size(0), ", 2, 3) float32 matrices, got ", theta.sizes());
   TORCH_CHECK((x.size(2) + 3) * (x.size(3) + 3) < (int64_t{1} << 31), "affine_warp: images too large");
-}
-
-void fill_padded(const float* src, int64_t c, const Padded& p, float* dst) {
-  std::fill(dst, dst + c * p.plane, 0.0f);
-  for (int64_t k = 0; k < c; ++k)
-    for (int64_t y = 0; y < p.h; ++y)
-      std::copy(src + (k * p.h + y) * p.w, src + (k * p.h + y + 1) * p.w, dst + k * p.plane + p.at(y, 0));
 }
 
 at::Tensor forward(const at::Tensor& x, const at::Tensor& theta) {

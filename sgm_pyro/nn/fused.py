@@ -54,8 +54,4 @@ class _LinearLayerNormGELU(torch.autograd.Function):
 
 def linear_layer_norm_gelu(x: Tensor, linear: nn.Linear, norm: nn.LayerNorm) -> Tensor:
     """``GELU(norm(linear(x)))`` through the fused kernel (check :func:`fusable` first)."""
-    x = x.contiguous()
-    if not torch.is_grad_enabled():
-        h = x.mm(linear.weight.t())
-        return native.ops().layer_norm_gelu(h, linear.bias, norm.weight, norm.bias, norm.eps)[0]
-    return _LinearLayerNormGELU.apply(x, linear.weight, linear.bias, norm.weight, norm.bias, norm.eps)
+    return _LinearLayerNormGELU.apply(x.contiguous(), linear.weight, linear.bias, norm.weight, norm.bias, norm.eps)

@@ -48,7 +48,7 @@ class MLP(nn.Sequential):
         modules, i = list(self), 0
         while i < len(modules):
             block = modules[i:i + 3]
-            if len(block) == 3 and isinstance(block[0], nn.Linear) and x.dim() == 2 and fused.fusable(x, *block):
+            if len(block) == 3 and fused.fusable(x, *block):
                 x = fused.linear_layer_norm_gelu(x, block[0], block[1])
                 i += 3
             else:
